@@ -1,0 +1,1 @@
+"""HTTP API (FastAPI) for E-control operators and technicians."""

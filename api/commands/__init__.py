@@ -1,0 +1,1 @@
+"""Device commands: safety policy, persistence, dispatch over MQTT (or a Modbus hook), replies."""

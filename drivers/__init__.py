@@ -1,0 +1,1 @@
+"""Device drivers: MQTT and Modbus TCP. They feed hub.ingest and carry commands to devices."""

@@ -1,0 +1,1 @@
+"""Dispatch: alarms and requests become work orders for the right person, on SLA clocks."""

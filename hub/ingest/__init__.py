@@ -1,0 +1,1 @@
+"""Ingest: decode device messages, queue them, write them in batches, acknowledge after commit."""

@@ -1,0 +1,1 @@
+"""PostgreSQL/TimescaleDB store: connections, migrations, registry mirror, rollups."""

@@ -1,0 +1,50 @@
+"""The packaged dispatch policy: durations, rule matching order, SLA merging."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from hub.dispatch.policy import Sla, load_policy, parse_duration
+
+POLICY = load_policy()
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("4h", 14400), ("7d", 604800),
+                                               ("-2m", -120), (45, 45), ("1.5h", 5400)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("bad", ["soon", "5 minutes", True, None, "m"])
+def test_bad_durations(bad):
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(bad)
+
+
+@pytest.mark.parametrize(("kind", "severity", "device_kind", "rule", "priority"), [
+    ("entrapment", "critical", "elevator", "entrapment", "p1"),
+    ("alarm_button", "major", "elevator", "elevator-alarm-button", "p1"),
+    ("fire_confirmed", "critical", "fire_detector", "fire", "p1"),
+    ("fire_pre_alarm", "major", "fire_detector", "fire-pre-alarm", "p1"),
+    ("fire_shielded", "warning", "fire_detector", "fire-equipment", "p2"),
+    ("watchlist_hit", "major", "gate", "security", "p2"),
+    ("barrier_fault", "major", "parking_lane", "equipment-major", "p2"),
+    ("building_power_loss", "critical", None, "equipment-critical", "p1"),
+    ("door_held_open", "minor", "gate", None, None),
+    ("parking_full", "warning", "parking_meter", None, None),
+])
+def test_default_rules_first_match_wins(kind, severity, device_kind, rule, priority):
+    found = POLICY.match_alarm(kind=kind, rule_id="r", severity=severity, device_kind=device_kind)
+    assert (found.id, found.priority) == (rule, priority) if found else rule is None
+
+
+def test_rule_sla_falls_back_to_the_priority_default_per_clock():
+    merged = POLICY.sla_for("p2", Sla(arrive=timedelta(minutes=45)))
+    assert merged == Sla(accept=timedelta(minutes=15), arrive=timedelta(minutes=45), resolve=timedelta(hours=24))
+
+
+def test_skills_by_device_kind():
+    assert [POLICY.skill_for(k) for k in ("escalator", "door", "fire_module", "parking_lane", "sensor", None)] == [
+        "elevator", "access", "fire", "parking", "general", None]
