@@ -26,7 +26,7 @@ from psycopg.types.json import Jsonb
 
 from drivers.mqtt.connection import MqttConnection, MqttOptions
 from hub.errors import HubError
-from hub.ingest.pipeline import Committed
+from hub.ingest.pipeline import Committed, IngestPipeline
 from hub.runtime import HubContext
 from hub.store.db import connect
 from rules import alarms
@@ -66,6 +66,8 @@ class RulesComponent:
         self._path: Path = DEFAULT_RULES
         self._replayed_until = datetime.min.replace(tzinfo=UTC)
         self._worker_name = "hub"
+        self._pipeline: IngestPipeline | None = None
+        self._last_horizon = 0.0
 
     # -- component protocol ---------------------------------------------------------------------
     async def start(self, ctx: HubContext) -> None:
@@ -76,6 +78,7 @@ class RulesComponent:
         self.metas = device_metas(ctx.registry, ctx.device_ids)
         self.engine = await asyncio.to_thread(self._warm_engine, self.ruleset)
         ctx.pipeline.add_listener(self._on_commit)
+        self._pipeline = ctx.pipeline
         ctx.extras["rules"] = self
         if self.publish:
             self._mqtt = MqttConnection(ctx.settings.mqtt, MqttOptions(client_id=f"{ctx.settings.mqtt_client_id}-alarms",
@@ -153,6 +156,11 @@ class RulesComponent:
                 if conn is None:
                     conn = connect(self._dsn, autocommit=True, application_name="hub-rules")
                 now = time.time()
+                # Timers may only run up to what ingest has handed over: a reading still in its
+                # queue or batch would otherwise come after a duration had already "held"
+                # (a lift between two readings looks stopped for as long as ingest lags).
+                # Read before draining: everything received earlier is then in our queue.
+                horizon = self._horizon(now)
                 # Batches already queued first: a status event polled from the database must
                 # not overtake the data committed before it.
                 rows, events = self._drain(first)
@@ -169,7 +177,7 @@ class RulesComponent:
                         continue
                 if now - last_tick >= self.tick_s:
                     last_tick = now
-                    pending += engine.advance(now - self.grace_s)
+                    pending += engine.advance(horizon)
                 if pending:
                     apply_actions(conn, pending)
                     self.stats["raised"] += sum(type(a).__name__ == "Raise" for a in pending)
@@ -189,6 +197,13 @@ class RulesComponent:
                 pending = []
         if conn is not None:
             conn.close()
+
+    def _horizon(self, now: float) -> float:
+        """Time the engine's timers may advance to: wall clock or the oldest message ingest
+        still holds, less the grace for device-to-hub latency."""
+        oldest = self._pipeline.oldest_waiting() if self._pipeline is not None else None
+        self._last_horizon = max(self._last_horizon, (now if oldest is None else min(now, oldest)) - self.grace_s)
+        return self._last_horizon
 
     def _poll(self, conn: psycopg.Connection, mark: datetime) -> tuple[datetime, list[EventIn]]:
         """Offline/online events written outside the pipeline (the offline sweep), maintenance, shelves."""

@@ -145,3 +145,42 @@ def test_maintenance_sweep_does_not_hold_locks_that_block_ingest(setup, fresh_db
         assert [t.online for t in result.transitions] == [True]
     finally:
         maintenance.stop()
+
+
+def test_oldest_waiting_covers_a_message_until_listeners_have_its_batch(setup, fresh_db_url):
+    """The rule engine's clock stops at `oldest_waiting()`: a message must stay visible there while
+    its batch is collected, written and handed over, or a lagging ingest fakes long "stopped" states."""
+    import threading
+    import time
+
+    from hub.ingest.pipeline import IngestPipeline
+    from tests.support import wait_for
+
+    _, catalog, _ = setup
+    in_sink, release = threading.Event(), threading.Event()
+    handed: list[float | None] = []
+
+    def slow_sink(conn: psycopg.Connection, batch: Batch) -> None:
+        in_sink.set()
+        release.wait(10)
+
+    pipeline = IngestPipeline(dsn=fresh_db_url, catalog=catalog, batch_ms=600, sinks=[slow_sink])
+    pipeline.add_listener(lambda committed: handed.append(pipeline.oldest_waiting()))
+    pipeline.start()
+    try:
+        assert pipeline.oldest_waiting() is None
+        before = time.time()
+        pipeline.put_mqtt("hub/demo/elevator/el-b1-1/telemetry", b'{"ts": %d, "speed": 1.0}' % int(before * 1000))
+        # Collecting (the batch window is open): popped from the queue but not written yet.
+        wait_for(lambda: pipeline.queue_depth == 0, timeout=5, message="the writer to take the message")
+        received = pipeline.oldest_waiting()
+        assert received is not None and before <= received <= time.time()
+        assert in_sink.wait(5), "the batch never reached the database"
+        assert pipeline.oldest_waiting() == received          # being written
+        release.set()
+        wait_for(lambda: handed, timeout=5, message="the listener")
+        assert handed == [received]                           # still covered while listeners run
+        assert pipeline.oldest_waiting() is None              # and released only after
+    finally:
+        release.set()
+        pipeline.stop()

@@ -114,7 +114,9 @@ class IngestPipeline:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._dirty_lock = threading.Lock()
-        self._pending_since = 0.0  # receive time of the batch being written (0: none)
+        # Receive time of the oldest message popped from the queue but not yet handed to the
+        # listeners (0: none). The rule engine's clock must not pass it (see oldest_waiting).
+        self._pending_since = 0.0
 
     # -- producers -----------------------------------------------------------------------
     def put_mqtt(self, topic: str, payload: bytes, token: Any = None) -> bool:
@@ -184,7 +186,9 @@ class IngestPipeline:
         return self._queue_size
 
     def oldest_waiting(self) -> float | None:
-        """Receive time (epoch s) of the oldest message not yet committed, None if idle."""
+        """Receive time (epoch s) of the oldest message whose batch the listeners have not yet
+        been given, None if idle. A listener that reads this before taking what it was given
+        has seen everything received before the returned time."""
         oldest = self._pending_since or None
         try:
             head = self._queue[0]
@@ -207,8 +211,10 @@ class IngestPipeline:
             batch, tokens, callbacks, first_at = pending
             if len(batch) == 0 and not batch.seen and not tokens:
                 pending = None
+                self._pending_since = 0.0
+                for cb in callbacks:
+                    cb()
                 continue
-            self._pending_since = first_at
             try:
                 if writer is None:
                     writer = BatchWriter(connect(self.dsn, application_name=f"hub-ingest-{self.worker}"), worker=self.worker, sinks=self.sinks)
@@ -230,8 +236,8 @@ class IngestPipeline:
                 continue
             backoff = 0.5
             pending = None
-            self._pending_since = 0.0
             self._after_commit(batch, result, tokens, callbacks, started, first_at)
+            self._pending_since = 0.0  # only now: the listeners hold the batch
         if writer is not None:
             writer.conn.close()
 
@@ -260,10 +266,12 @@ class IngestPipeline:
                 if not q:
                     self._wakeup.wait(min(remaining, 0.01))
                 continue
-            item = q.popleft()
+            item = q[0]  # peek, mark, then pop: the item is never invisible to oldest_waiting
             if not first_at:
                 first_at = time.time()
                 deadline = time.monotonic() + self.batch_s
+                self._pending_since = item.received if type(item) is Incoming else first_at
+            q.popleft()
             if type(item) is Incoming:
                 received = datetime.fromtimestamp(item.received, UTC)
                 decode_message(item.topic, item.payload, received, catalog, limits, batch)
