@@ -222,15 +222,21 @@ class Engine:
         picked: list[tuple[float, int, int, float | None, str | None]] = []
         add = picked.append
         last: tuple[Any, int] | None = None
+        # A message's rows share one datetime object: convert it once, not once per metric.
+        last_dt: Any = None
+        epoch = 0.0
         for r in readings:
             if r[5] >= 2:
                 continue
+            dt = r[0]
+            if dt is not last_dt:
+                last_dt, epoch = dt, dt.timestamp()
             m = ix.get(r[2])
             if m is not None:
-                add((r[0].timestamp(), r[1], m, r[3], r[4]))
-            elif any_ix is not None and (r[0], r[1]) != last:  # one row per message is enough
-                last = (r[0], r[1])
-                add((r[0].timestamp(), r[1], any_ix, None, None))
+                add((epoch, r[1], m, r[3], r[4]))
+            elif any_ix is not None and (dt, r[1]) != last:  # one row per message is enough
+                last = (dt, r[1])
+                add((epoch, r[1], any_ix, None, None))
         if not picked:
             return Rows.empty()
         ts, dev, met, val, txt = zip(*picked, strict=True)
