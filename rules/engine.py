@@ -13,8 +13,9 @@ but not re-evaluated live (`late_rows` counts it); backtests see history in orde
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -215,33 +216,41 @@ class Engine:
                                    and all(c.metric != ONLINE for c in r.conditions)]
 
     # -- input conversion ----------------------------------------------------------------------
-    def rows_from_readings(self, readings: Iterable[tuple[Any, ...]]) -> Rows:
-        """Contract rows (ts, device, metric, value, text, quality) → arrays of the metrics used."""
+    def rows_from_readings(self, readings: Sequence[tuple[Any, ...]]) -> Rows:
+        """Contract rows (ts, device, metric, value, text, quality) → arrays of the metrics used.
+
+        Rows of metrics no rule reads become one `*` row per message (enough for missing-data
+        rules); bad-quality rows are left out. Done column-wise (zip, map, numpy): this runs in
+        the ingest process for every committed row, beside the MQTT and COPY threads.
+        """
+        n = len(readings)
+        if not n:
+            return Rows.empty()
         ix = self.metric_ix
         any_ix = ix.get(ANY)
-        picked: list[tuple[float, int, int, float | None, str | None]] = []
-        add = picked.append
-        last: tuple[Any, int] | None = None
-        # A message's rows share one datetime object: convert it once, not once per metric.
-        last_dt: Any = None
-        epoch = 0.0
-        for r in readings:
-            if r[5] >= 2:
-                continue
-            dt = r[0]
-            if dt is not last_dt:
-                last_dt, epoch = dt, dt.timestamp()
-            m = ix.get(r[2])
-            if m is not None:
-                add((epoch, r[1], m, r[3], r[4]))
-            elif any_ix is not None and (dt, r[1]) != last:  # one row per message is enough
-                last = (dt, r[1])
-                add((epoch, r[1], any_ix, None, None))
-        if not picked:
+        dts, devs, names, values, texts, quality = zip(*readings, strict=True)
+        met = np.fromiter(map(ix.get, names, itertools.repeat(-1)), np.int64, n)
+        good = np.fromiter(quality, np.int64, n) < 2
+        used = good & (met >= 0)
+        dev = np.fromiter(devs, np.int64, n)
+        ts = np.fromiter(map(datetime.timestamp, dts), float, n)
+        keep = np.flatnonzero(used)
+        if any_ix is not None:
+            spare = np.flatnonzero(good & (met < 0))
+            if len(spare):
+                first = np.ones(len(spare), bool)  # first unused row of each (time, device)
+                first[1:] = (dev[spare][1:] != dev[spare][:-1]) | (ts[spare][1:] != ts[spare][:-1])
+                spare = spare[first]
+                met[spare] = any_ix
+                keep = np.sort(np.concatenate([keep, spare]))
+        if not len(keep):
             return Rows.empty()
-        ts, dev, met, val, txt = zip(*picked, strict=True)
-        value = np.array([np.nan if v is None else v for v in val], dtype=float)
-        return Rows(np.array(ts, float), np.array(dev, np.int64), np.array(met, np.int64), value, np.array(txt, dtype=object))
+        value = np.array(values, dtype=float)[keep]   # None → NaN
+        text = np.array(texts, dtype=object)[keep]
+        spare_rows = met[keep] == any_ix if any_ix is not None else np.zeros(len(keep), bool)
+        value[spare_rows] = np.nan
+        text[spare_rows] = None
+        return Rows(ts[keep], dev[keep], met[keep], value, text)
 
     def suppressed(self, device: int | None) -> bool:
         return device is not None and (bool(self.maint[device]) or device in self.external_maint)
