@@ -89,6 +89,8 @@ def raise_alarm(conn: psycopg.Connection, *, rule_id: str, scope_key: str, site_
         ).fetchone()
         if row is not None:
             _history(conn, row[0], None, "active", actor, "raise", title, raised_at)
+            if parent_id is not None:
+                _history(conn, row[0], "active", "active", actor, "link", f"raised under alarm {parent_id}", raised_at)
             return int(row[0]), True
         existing = conn.execute(
             "SELECT id, state FROM alarms WHERE rule_id = %s AND scope_key = %s AND closed_at IS NULL FOR UPDATE",
@@ -155,6 +157,52 @@ def link_parent(conn: psycopg.Connection, *, rule_id: str, scope_key: str, paren
             return None
         _history(conn, int(row[0]), row[1], row[1], actor, "link", f"grouped under alarm {row[2]}")
         return int(row[0])
+
+
+def _device_scope(scope_key: str) -> str:
+    """`site/device` of a device alarm's scope (`site/device` or `site/device#code`)."""
+    return scope_key.split("#", 1)[0]
+
+
+def find_root(conn: psycopg.Connection, *, device_id: int, scope_key: str, raised_at: datetime,
+              roots: list[tuple[str, float]]) -> int | None:
+    """The open alarm on the same device that is the root cause of a symptom raised at `raised_at`.
+
+    `roots` are (rule id, window s) of the rules naming the symptom's kind in `root_cause_of`.
+    The root must still be up (its condition present: a cleared root explains nothing new) and
+    raised no later than `window` after the symptom (one written out of time order still finds
+    it). Read from the database, so it holds across restarts and reloads.
+    """
+    if not roots:
+        return None
+    device = _device_scope(scope_key)
+    row = conn.execute(
+        """SELECT p.id FROM alarms p
+             JOIN unnest(%s::text[], %s::float8[]) AS r (rule_id, window_s) ON r.rule_id = p.rule_id
+            WHERE p.device_id = %s AND p.closed_at IS NULL AND p.cleared_at IS NULL
+              AND (p.scope_key = %s OR starts_with(p.scope_key, %s))
+              AND p.raised_at <= %s + make_interval(secs => r.window_s)
+            ORDER BY p.raised_at, p.id LIMIT 1""",
+        ([r for r, _ in roots], [w for _, w in roots], device_id, device, device + "#", raised_at)).fetchone()
+    return int(row[0]) if row else None
+
+
+def adopt_symptoms(conn: psycopg.Connection, *, root_id: int, device_id: int, scope_key: str, kinds: list[str],
+                   since: datetime, actor: str = "rules") -> list[int]:
+    """A root cause was raised: its device's open, parentless alarms of `kinds` raised since
+    `since` (the root's time less its window) become its children; returns their ids."""
+    device = _device_scope(scope_key)
+    with conn.transaction():
+        rows = conn.execute(
+            """UPDATE alarms c SET parent_id = %s, updated_at = now()
+                WHERE c.device_id = %s AND c.closed_at IS NULL AND c.parent_id IS NULL AND c.id <> %s
+                  AND c.kind = ANY(%s) AND (c.scope_key = %s OR starts_with(c.scope_key, %s))
+                  AND c.raised_at >= %s
+            RETURNING c.id, c.state""",
+            (root_id, device_id, root_id, kinds, device, device + "#", since)).fetchall()
+        for child, state in rows:
+            _history(conn, int(child), state, state, actor, "link", f"grouped under alarm {root_id} (root cause)")
+        return sorted(int(r[0]) for r in rows)
 
 
 # -- operator side (the API calls these) ------------------------------------------------------------

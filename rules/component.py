@@ -172,14 +172,14 @@ class RulesComponent:
                     if polled:
                         pending += engine.feed(Rows.empty(), polled)
                     if self._maybe_reload():
-                        apply_actions(conn, pending)
+                        apply_actions(conn, pending, ruleset=engine.ruleset)
                         pending = []
                         continue
                 if now - last_tick >= self.tick_s:
                     last_tick = now
                     pending += engine.advance(horizon)
                 if pending:
-                    apply_actions(conn, pending)
+                    apply_actions(conn, pending, ruleset=engine.ruleset)
                     self.stats["raised"] += sum(type(a).__name__ == "Raise" for a in pending)
                     self.stats["cleared"] += sum(type(a).__name__ == "Clear" for a in pending)
                     pending = []

@@ -121,6 +121,25 @@ class Grouping(_Strict):
     severity: Severity = "major"
 
 
+class RootCauseOf(_Strict):
+    """Root cause within one device: this rule's alarm explains alarms of `kinds` on the same device.
+
+    When it is raised, the open alarms of those kinds on its device raised at most `window` before
+    it become its children; while it is up, new ones are born its children. Children keep their
+    own lifecycle; dispatch opens no order for them (docs/rules.md, docs/workorders.md).
+    """
+
+    kinds: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    window: Duration = 120.0
+
+    @model_validator(mode="after")
+    def _distinct(self) -> RootCauseOf:
+        dup = sorted({k for k in self.kinds if self.kinds.count(k) > 1})
+        if dup:
+            raise ValueError(f"kinds named twice: {', '.join(dup)}")
+        return self
+
+
 class EventAlarm(_Strict):
     title: str | None = None
     severity: Severity | None = None
@@ -165,6 +184,8 @@ class Rule(_Strict):
     min_devices: int = Field(2, ge=1)
     # offline root-cause grouping
     group: Grouping | None = None
+    # root cause of other alarms on the same device
+    root_cause_of: RootCauseOf | None = None
     # alarm quality
     flap_count: int = Field(4, ge=2, description="raises within flap_window that mean flapping")
     flap_window: Duration = 600.0
@@ -222,7 +243,22 @@ class Rule(_Strict):
             raise ValueError("inactive_field applies to event rules")
         if self.group is not None and k != "offline":
             raise ValueError("group (root-cause grouping) applies to offline rules")
+        if self.root_cause_of is not None:
+            if k == "correlation":
+                raise ValueError("root_cause_of needs an alarm about one device; a correlation alarm is about a group")
+            own = sorted(self.alarm_kinds() & set(self.root_cause_of.kinds))
+            if own:
+                raise ValueError(f"root_cause_of: a rule cannot be the root cause of its own alarm kind {own[0]!r}")
         return self
+
+    def alarm_kinds(self) -> set[str]:
+        """Every alarm kind this rule can raise (per-code overrides and the group parent included)."""
+        kinds = {self.alarm_kind}
+        if isinstance(self.codes, dict):
+            kinds |= {spec.alarm for spec in self.codes.values() if spec.alarm}
+        if self.group is not None:
+            kinds.add(self.group.alarm)
+        return kinds
 
 
 class MaintenanceWhen(_Strict):
@@ -259,6 +295,15 @@ class RuleSet(BaseModel):
                 if d:
                     longest = max(longest, d)
         return min(longest * 2 + 60.0, 6 * 3600.0)
+
+    def root_cause(self, rule_id: str) -> RootCauseOf | None:
+        """The `root_cause_of` of rule `rule_id`, if it has one."""
+        return next((r.root_cause_of for r in self.rules if r.id == rule_id), None)
+
+    def roots_of(self, kind: str) -> list[tuple[str, float]]:
+        """(rule id, window in s) of every rule that is the root cause of alarms of `kind`."""
+        return [(r.id, r.root_cause_of.window) for r in self.rules
+                if r.root_cause_of is not None and kind in r.root_cause_of.kinds]
 
     def changed(self) -> bool:
         """True if a file was modified, added or removed since this set was loaded."""
@@ -334,6 +379,33 @@ def load_rules(path: Path | str, *, known_metrics: dict[str, set[str]] | None = 
             if rule.enabled:
                 rules.append(rule)
         maintenance.extend(content.maintenance)
+    problems += _root_cause_problems(located)
     if problems:
         raise ConfigError("\n".join(problems))
     return RuleSet(rules=rules, maintenance=maintenance, watchlists=watchlists, files=files, mtimes=mtimes)
+
+
+def _root_cause_problems(located: list[tuple[LocatedYaml, RuleFile]]) -> list[str]:
+    """`root_cause_of` across files: every kind named is raised by some rule (a typo would
+    silently group nothing), and a root cause is not itself a symptom (one level, no cycles)."""
+    known: set[str] = set()
+    symptoms: dict[str, str] = {}  # alarm kind → id of an enabled rule naming it as a symptom
+    for _source, content in located:
+        for rule in content.rules:
+            known |= rule.alarm_kinds()
+            if rule.enabled and rule.root_cause_of is not None:
+                for kind in rule.root_cause_of.kinds:
+                    symptoms.setdefault(kind, rule.id)
+    problems: list[str] = []
+    for source, content in located:
+        for i, rule in enumerate(content.rules):
+            if rule.root_cause_of is None or not rule.enabled:
+                continue
+            where = f"{source.path}:{source.line_of(('rules', i, 'root_cause_of', 'kinds'))}: rules[{i}].root_cause_of"
+            unknown = [k for k in rule.root_cause_of.kinds if k not in known]
+            if unknown:
+                problems.append(f"{where}.kinds: no rule raises alarm kind {', '.join(map(repr, unknown))}")
+            for kind in sorted(rule.alarm_kinds() & symptoms.keys()):
+                problems.append(f"{where}: rule {rule.id!r} raises {kind!r}, which rule {symptoms[kind]!r} names as a"
+                                " symptom; a root cause cannot itself be a symptom")
+    return problems

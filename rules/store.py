@@ -14,6 +14,7 @@ import psycopg
 
 from rules import alarms
 from rules.engine import Action, Annotate, Clear, Engine, EventIn, Link, Raise, Rows
+from rules.model import RuleSet
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +23,15 @@ def ts(t: float) -> datetime:
     return datetime.fromtimestamp(t, UTC)
 
 
-def apply_actions(conn: psycopg.Connection, actions: list[Action], *, actor: str = "rules") -> list[int]:
-    """Write engine actions in one transaction; idempotent, so a retry after an error is safe."""
+def apply_actions(conn: psycopg.Connection, actions: list[Action], *, actor: str = "rules",
+                  ruleset: RuleSet | None = None) -> list[int]:
+    """Write engine actions in one transaction; idempotent, so a retry after an error is safe.
+
+    With `ruleset`, root causes within a device (`root_cause_of`) are resolved here, against
+    the open alarms in the database rather than engine state, so they hold across restarts:
+    a symptom is born the child of its device's open root, and a root adopts the recent
+    symptoms already open.
+    """
     touched: list[int] = []
     with conn.transaction():
         for a in actions:
@@ -33,9 +41,16 @@ def apply_actions(conn: psycopg.Connection, actions: list[Action], *, actor: str
                     row = conn.execute("SELECT id FROM alarms WHERE rule_id = %s AND scope_key = %s AND closed_at IS NULL",
                                        a.parent).fetchone()
                     parent_id = row[0] if row else None
+                elif ruleset is not None and a.device_id is not None:
+                    parent_id = alarms.find_root(conn, device_id=a.device_id, scope_key=a.scope_key, raised_at=ts(a.at),
+                                                 roots=ruleset.roots_of(a.kind))
                 alarm_id, _new = alarms.raise_alarm(
                     conn, rule_id=a.rule_id, scope_key=a.scope_key, site_id=a.site, device_id=a.device_id, kind=a.kind,
                     severity=a.severity, title=a.title, raised_at=ts(a.at), detail=a.detail, parent_id=parent_id, actor=actor)
+                root = ruleset.root_cause(a.rule_id) if ruleset is not None else None
+                if root is not None and a.device_id is not None:
+                    alarms.adopt_symptoms(conn, root_id=alarm_id, device_id=a.device_id, scope_key=a.scope_key,
+                                          kinds=list(root.kinds), since=ts(a.at - root.window), actor=actor)
                 touched.append(alarm_id)
             elif isinstance(a, Clear):
                 cleared = alarms.condition_cleared(conn, rule_id=a.rule_id, scope_key=a.scope_key, at=ts(a.at), actor=actor, note=a.reason)
@@ -220,7 +235,7 @@ def warm_start(conn: psycopg.Connection, engine: Engine, now: datetime, *, actor
     # Adopted alarms whose condition is known to be gone clear now; windows already due raise.
     to_write += [a for a in engine.advance(now.timestamp()) if isinstance(a, Raise | Clear)]
     if to_write:
-        apply_actions(conn, to_write, actor=actor)
+        apply_actions(conn, to_write, actor=actor, ruleset=engine.ruleset)
     raised = sum(isinstance(a, Raise) for a in to_write)
     log.info("rules warm start: replayed %d rows over %.0f s; raised %d missed alarm(s), cleared %d, adopted %d",
              rows, engine.ruleset.lookback_s, raised, len(to_write) - raised, adopted)

@@ -35,8 +35,9 @@ def compress_rule(rule: dict[str, Any], speed: float) -> dict[str, Any]:
     for key in RULE_DURATIONS:
         if key in out and out[key] is not None:
             out[key] = _scaled(out[key], speed)
-    if isinstance(out.get("group"), dict) and "window" in out["group"]:
-        out["group"] = {**out["group"], "window": _scaled(out["group"]["window"], speed)}
+    for nested in ("group", "root_cause_of"):
+        if isinstance(out.get(nested), dict) and "window" in out[nested]:
+            out[nested] = {**out[nested], "window": _scaled(out[nested]["window"], speed)}
     cond = out.get("condition")
     if isinstance(cond, dict) and cond.get("rate"):
         out["condition"] = {**cond, "value": float(cond["value"]) * speed}

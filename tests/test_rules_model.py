@@ -84,6 +84,81 @@ rules:
     assert f"{path}:8: rules[1].id: duplicate rule id 'a'" in text
 
 
+ROOT_RULES = """
+rules:
+  - id: trapped
+    kind: composite
+    title: t
+    alarm: entrapment
+    all:
+      - {metric: passenger, op: "==", value: 1}
+      - {metric: running, op: "==", value: 0}
+    root_cause_of: %s
+  - id: faults
+    kind: event
+    title: t
+    alarm: elevator_fault
+    codes: {"01": {}, "09": {alarm: over_travel}}
+"""
+
+
+def test_root_cause_of_is_validated_and_found_by_kind(tmp_path):
+    ruleset = load_rules(write_rules(tmp_path, ROOT_RULES % "{kinds: [elevator_fault, over_travel], window: 90 s}"))
+    assert ruleset.roots_of("over_travel") == [("trapped", 90.0)] and ruleset.roots_of("entrapment") == []
+    assert ruleset.root_cause("trapped").kinds == ["elevator_fault", "over_travel"]
+    assert ruleset.root_cause("faults") is None
+    assert load_rules(write_rules(tmp_path, ROOT_RULES % "{kinds: [elevator_fault]}")).root_cause("trapped").window == 120
+    defaults = load_rules(ROOT / "examples" / "rules")
+    assert {k for k in ("elevator_fault", "alarm_button", "stopped_outside_door_zone")
+            if defaults.roots_of(k) == [("elevator-entrapment", 120.0)]} == {"elevator_fault", "alarm_button",
+                                                                          "stopped_outside_door_zone"}
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ("{kinds: []}", "rules[0].root_cause_of.kinds: List should have at least 1 item"),
+    ("{window: 2 min}", "rules[0].root_cause_of.kinds: Field required"),
+    ("{kinds: [elevator_fault], window: soon}", "rules[0].root_cause_of.window: Value error, 'soon' is not a duration"),
+    ("{kinds: [elevator_fault], within: 2 min}", "rules[0].root_cause_of.within: Extra inputs are not permitted"),
+    ("{kinds: [elevator_fault, elevator_fault]}", "kinds named twice: elevator_fault"),
+    ("{kinds: [elevator_fault, entrapment]}", "cannot be the root cause of its own alarm kind 'entrapment'"),
+    ("{kinds: [elevator_falt]}", ":10: rules[0].root_cause_of.kinds: no rule raises alarm kind 'elevator_falt'"),
+])
+def test_root_cause_of_errors_name_file_line_and_field(tmp_path, option, message):
+    path = write_rules(tmp_path, ROOT_RULES % option)
+    with pytest.raises(ConfigError) as err:
+        load_rules(path)
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_root_cause_of_is_one_level_and_about_one_device(tmp_path):
+    chained = ROOT_RULES % "{kinds: [elevator_fault]}" + """
+  - id: safety
+    kind: state
+    title: t
+    alarm: elevator_fault_root
+    condition: {metric: running, op: "==", value: 0}
+    root_cause_of: {kinds: [entrapment]}
+"""
+    path = write_rules(tmp_path, chained)
+    with pytest.raises(ConfigError) as err:
+        load_rules(path)
+    assert (f"{path}:10: rules[0].root_cause_of: rule 'trapped' raises 'entrapment', which rule 'safety' names as a"
+            " symptom; a root cause cannot itself be a symptom") in str(err.value)
+    group = write_rules(tmp_path, """
+rules:
+  - id: stopped-in-zone
+    kind: correlation
+    title: t
+    condition: {metric: running, op: "==", value: 0}
+    group_by: zone
+    window: 1 min
+    root_cause_of: {kinds: [stopped-in-zone-x]}
+""")
+    with pytest.raises(ConfigError) as err:
+        load_rules(group)
+    assert f"{group}:3: rules[0]: Value error, root_cause_of needs an alarm about one device" in str(err.value)
+
+
 def test_cli_check(tmp_path, capsys):
     assert main(["rules", "check", str(ROOT / "examples" / "rules")]) == 0
     assert "36 rule(s) in 5 file(s) are valid" in capsys.readouterr().out

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from hub.dispatch.policy import Sla, load_policy, parse_duration
+from hub.errors import ConfigError
 
 POLICY = load_policy()
 
@@ -48,3 +49,28 @@ def test_rule_sla_falls_back_to_the_priority_default_per_clock():
 def test_skills_by_device_kind():
     assert [POLICY.skill_for(k) for k in ("escalator", "door", "fire_module", "parking_lane", "sensor", None)] == [
         "elevator", "access", "fire", "parking", "general", None]
+
+
+@pytest.mark.parametrize(("kind", "severity", "rule", "priority", "hold"), [
+    ("entrapment", "critical", "entrapment", "p1", None),             # the root cause: at once
+    ("alarm_button", "major", "elevator-alarm-button", "p1", 30),
+    ("elevator_fault", "critical", "elevator-fault-critical", "p1", 30),   # 01 safety circuit …
+    ("elevator_fault", "major", "elevator-fault", "p2", 30),
+    ("elevator_fault", "minor", None, None, None),                     # minor: no order, as before
+    ("stopped_outside_door_zone", "major", "equipment-major", "p2", None),  # 45 s: after the entrapment
+])
+def test_default_policy_holds_the_symptoms_of_an_entrapment(kind, severity, rule, priority, hold):
+    found = POLICY.match_alarm(kind=kind, rule_id="r", severity=severity, device_kind="elevator")
+    got = (found.id, found.priority, found.hold.total_seconds() if found.hold else None) if found else (None, None, None)
+    assert got == (rule, priority, hold)
+
+
+@pytest.mark.parametrize(("hold", "message"), [("0s", "hold must be a positive duration"),
+                                               ("-30s", "hold must be a positive duration"),
+                                               ("soon", "expected a duration such as 30m")])
+def test_hold_must_be_a_positive_duration(tmp_path, hold, message):
+    bad = tmp_path / "policy.yaml"
+    bad.write_text(f"alarms:\n  - id: button\n    match: {{kinds: [alarm_button]}}\n    hold: {hold}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_policy(bad)
+    assert f"{bad}:" in str(err.value) and "alarms[0]" in str(err.value) and message in str(err.value)

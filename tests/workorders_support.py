@@ -33,13 +33,14 @@ def round_the_clock_registry(tmp: Path) -> Path:
 
 def raise_alarm(conn: psycopg.Connection, device_pk: int | None, *, raised_at: datetime, kind: str = "entrapment",
                 rule_id: str = "test.entrapment", severity: str = "critical", site: str = "demo",
-                scope: str | None = None) -> int:
-    """What the rule engine does when it raises an alarm (0100's contract), committed."""
+                scope: str | None = None, parent: int | None = None) -> int:
+    """What the rule engine does when it raises an alarm (0100's contract), committed; `parent`
+    is the root cause it is grouped under."""
     row = conn.execute(
-        """INSERT INTO alarms (rule_id, site_id, device_id, scope_key, kind, severity, title, raised_at)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+        """INSERT INTO alarms (rule_id, site_id, device_id, scope_key, kind, severity, title, raised_at, parent_id)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
         (rule_id, site, device_pk, scope or f"device:{device_pk}", kind, severity, f"{kind} on {device_pk}",
-         raised_at)).fetchone()
+         raised_at, parent)).fetchone()
     conn.commit()
     assert row is not None
     return int(row[0])

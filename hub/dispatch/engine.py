@@ -214,16 +214,28 @@ def _targets(conn: psycopg.Connection, order: WorkOrder, names: list[str], polic
 
 
 # -- alarms → orders -------------------------------------------------------------------------------
-_ALARM_SQL = """
+# An alarm is an incident of its own unless it is grouped under a root cause (parent_id) that is
+# still up: the root's order covers it. A child whose root has cleared while it is still up (a
+# lift's safety circuit still open after the rescue) is an incident of its own again; one that
+# recovered with its root stays covered. `a` is the alarm, `p` its parent (LEFT JOIN).
+_OWN_INCIDENT = psycopg.sql.SQL("(a.parent_id IS NULL OR (p.cleared_at IS NOT NULL AND a.cleared_at IS NULL))")
+
+_ALARM_SQL = psycopg.sql.SQL("""
 SELECT a.id, a.rule_id, a.site_id, a.device_id, a.kind, a.severity, a.state, a.title, a.raised_at,
-       a.closed_at, d.kind, d.grid_id, d.building_id, d.name, d.device_id, d.floor, d.zone
-  FROM alarms a LEFT JOIN devices d ON d.id = a.device_id
- WHERE a.id = %s"""
+       a.closed_at, d.kind, d.grid_id, d.building_id, d.name, d.device_id, d.floor, d.zone,
+       {own}, p.cleared_at
+  FROM alarms a LEFT JOIN devices d ON d.id = a.device_id LEFT JOIN alarms p ON p.id = a.parent_id
+ WHERE a.id = %s""").format(own=_OWN_INCIDENT)
+
+_OWN_SQL = psycopg.sql.SQL("SELECT {own} FROM alarms a LEFT JOIN alarms p ON p.id = a.parent_id WHERE a.id = %s").format(
+    own=_OWN_INCIDENT)
 
 
 def dispatch_alarm(conn: psycopg.Connection, alarm_id: int, *, policy: Policy, clock: Clock = SYSTEM_CLOCK) -> int | None:
     """Open the alarm's work order if a rule asks for one and none exists yet; returns its id.
 
+    None also for an alarm grouped under a root cause that is still up, and for one its rule
+    holds (`hold`) that is younger than the hold: the sweep (`dispatch_missed`) looks again.
     Safe to call any number of times from any number of workers: at most one order results.
     """
     with conn.transaction():
@@ -231,13 +243,25 @@ def dispatch_alarm(conn: psycopg.Connection, alarm_id: int, *, policy: Policy, c
         if row is None:
             return None
         (aid, rule_id, site_id, device, kind, severity, state, title, raised_at, closed_at,
-         device_kind, grid, building, device_name, device_key, floor, zone) = row
-        if closed_at is not None or state == "shelved":
+         device_kind, grid, building, device_name, device_key, floor, zone, own, root_cleared_at) = row
+        if closed_at is not None or state == "shelved" or not own:
             return None
         rule = policy.match_alarm(kind=kind, rule_id=rule_id, severity=severity, device_kind=device_kind)
         if rule is None:
             return None
         now = clock.now()
+        if rule.hold is not None:
+            if now < raised_at + rule.hold:
+                return None
+            # Its root cause may be adopting it at this very moment: wait for that to commit
+            # (the lock) and look again, so a held alarm never gets an order and a parent at once.
+            conn.execute("SELECT 1 FROM alarms WHERE id = %s FOR SHARE", (aid,))
+            again = conn.execute(_OWN_SQL, (aid,)).fetchone()
+            if again is None or not again[0]:
+                return None
+        # The clock starts when the alarm became an incident of its own: when raised, or for a
+        # child left up by its root, when the root cleared (its SLA was not running before).
+        start = max(raised_at, root_cleared_at) if root_cleared_at is not None else raised_at
         sla = policy.sla_for(rule.priority, rule.sla)
         where = ", ".join(str(p) for p in (device_name or device_key, f"floor {floor}" if floor is not None else None,
                                             zone) if p)
@@ -246,7 +270,7 @@ def dispatch_alarm(conn: psycopg.Connection, alarm_id: int, *, policy: Policy, c
             "title": title, "alarm_id": aid, "policy_rule": rule.id,
             "skill": rule.skill or policy.skill_for(device_kind), "device_id": device,
             "building_id": building, "grid_id": grid, "location": where or None,
-            "sla_start": raised_at, "created_at": now, **sla_dues(raised_at, sla),
+            "sla_start": start, "created_at": now, **sla_dues(start, sla),
         }, on_conflict_nothing=True)
         if order_id is None:
             return None
@@ -304,13 +328,14 @@ def _isolated(conn: psycopg.Connection, what: str) -> Iterator[None]:
 
 
 def dispatch_missed(conn: psycopg.Connection, *, policy: Policy, clock: Clock = SYSTEM_CLOCK, limit: int = 1000) -> int:
-    """Open orders for open alarms that have none (raised while no dispatcher listened)."""
+    """Open orders for open alarms that have none: raised while no dispatcher listened, held
+    until now (`hold`), or left up by a root cause that has cleared."""
     with conn.transaction():
         ids = [r[0] for r in conn.execute(
-            """SELECT a.id FROM alarms a
-                WHERE a.closed_at IS NULL AND a.state <> 'shelved'
+            psycopg.sql.SQL("""SELECT a.id FROM alarms a LEFT JOIN alarms p ON p.id = a.parent_id
+                WHERE a.closed_at IS NULL AND a.state <> 'shelved' AND {own}
                   AND NOT EXISTS (SELECT 1 FROM work_orders w WHERE w.alarm_id = a.id)
-                ORDER BY a.raised_at LIMIT %s""", (limit,))]
+                ORDER BY a.raised_at LIMIT %s""").format(own=_OWN_INCIDENT), (limit,))]
     opened = 0
     for aid in ids:
         with _isolated(conn, f"alarm {aid}"):

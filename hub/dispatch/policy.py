@@ -119,6 +119,10 @@ class Match(_Strict):
 
 
 class AlarmRule(_Strict):
+    """Alarms that open an order, and how. `hold` waits that long after the alarm was raised
+    before opening one, so that a symptom raised before its root cause (a lift's safety circuit
+    before the entrapment detected from it) can be grouped under it first and open none."""
+
     id: Id
     match: Match
     priority: PriorityName = "p2"
@@ -126,6 +130,13 @@ class AlarmRule(_Strict):
     assign_to: list[Role] = Field(default_factory=_technician, min_length=1)
     sla: Sla = Sla()
     escalation: list[Step] | None = None
+    hold: Duration | None = Field(None, description="open the order only once the alarm is this old and ungrouped")
+
+    @model_validator(mode="after")
+    def _positive_hold(self) -> AlarmRule:
+        if self.hold is not None and self.hold <= timedelta(0):
+            raise ValueError("hold must be a positive duration")
+        return self
 
 
 class RequestRule(_Strict):
