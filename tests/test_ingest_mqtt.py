@@ -138,3 +138,33 @@ def test_acknowledged_messages_are_not_redelivered_after_clean_restart(fresh_db_
         time.sleep(2.0)
         assert hub.pipeline.stats.messages == 0, "acknowledged messages were redelivered"
     assert _rows(fresh_db_url, "SELECT count(*) FROM readings")[0][0] == 3000
+
+
+def test_buffered_client_delivers_every_message_in_order_and_keeps_per_topic_callbacks(broker):
+    """The hub's paho client reads the socket in chunks and skips paho's topic matcher: a burst of
+    small and large messages still arrives whole and in order, and a per-topic callback, once
+    added, still takes its topic's messages away from `on_message`."""
+    import threading
+
+    from drivers.mqtt.connection import MqttConnection, MqttOptions
+    from hub.config import parse_mqtt_url
+
+    got: list[tuple[str, bytes]] = []
+    special: list[bytes] = []
+    done = threading.Event()
+    conn = MqttConnection(parse_mqtt_url(broker.url), MqttOptions(client_id="buffered-test", clean_session=True),
+                          subscriptions=[("buffered/#", 1)],
+                          on_message=lambda topic, payload, token: got.append((topic, payload)))
+    with conn:
+        conn.client.message_callback_add("buffered/special", lambda c, u, m: (special.append(m.payload), done.set()))
+        pub = mqtt_client(broker.host, broker.port)
+        sizes = [1, 100, 70_000, 5, 200_000, 3] * 300   # crosses the 64 KiB read chunks both ways
+        for i, size in enumerate(sizes):
+            pub.publish(f"buffered/{i % 7}", (b"%06d" % i) + b"x" * size, qos=1)
+        pub.publish("buffered/special", b"only for the callback", qos=1)
+        wait_for(lambda: len(got) == len(sizes) and done.is_set(), 30, message="every message")
+        pub.disconnect()
+    assert [int(p[:6]) for _, p in got] == list(range(len(sizes)))
+    assert [len(p) - 6 for _, p in got] == sizes
+    assert [t for t, _ in got] == [f"buffered/{i % 7}" for i in range(len(sizes))]
+    assert special == [b"only for the callback"]

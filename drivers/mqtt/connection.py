@@ -68,7 +68,30 @@ class _BufferedSocket:
 
 
 class _Client(paho.Client):
-    """paho's client, reading through `_BufferedSocket` and draining the buffer per wakeup."""
+    """paho's client, reading through `_BufferedSocket` and draining the buffer per wakeup.
+
+    Without per-topic callbacks (we register none), a message goes straight to `on_message`:
+    paho would otherwise walk its topic matcher for every message to find none.
+    """
+
+    _per_topic_callbacks = False
+
+    def message_callback_add(self, sub: str, callback: Any) -> None:
+        self._per_topic_callbacks = True
+        super().message_callback_add(sub, callback)
+
+    def _handle_on_message(self, message: paho.MQTTMessage) -> None:
+        on_message = self.on_message
+        if self._per_topic_callbacks or on_message is None:
+            super()._handle_on_message(message)
+            return
+        with self._in_callback_mutex:
+            try:
+                on_message(self, self._userdata, message)
+            except Exception as err:
+                self._easy_log(paho.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                if not self.suppress_exceptions:
+                    raise
 
     def _create_socket(self) -> Any:
         sock = super()._create_socket()
