@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules.engine import ANY, Annotate, Clear, Link, Raise
+from rules.engine import ANY, Annotate, Clear, Link, Raise, Rows
 from tests.rules_support import engine_for, rows
 
 T0 = datetime(2026, 11, 23, 4, 0, tzinfo=UTC).timestamp()  # 12:00 in Asia/Shanghai
@@ -352,3 +352,53 @@ _ANY_ENGINE = engine_for(Path(tempfile.mkdtemp(prefix="rules-any-")), """
       - {id: hot, kind: threshold, title: hot, condition: {metric: temperature, op: ">", value: 57}}
       - {id: quiet, kind: missing, title: quiet, after: 5 min}
 """)
+
+
+RESCUE = ENTRAPMENT.replace("    clear_for: 2 s\n", """    clear_when:
+      - {metric: door_zone, op: "==", value: 1}
+      - {metric: door_state, in: [open]}
+    clear_for: 2 s
+""")
+
+
+def test_clear_when_keeps_the_alarm_until_the_car_is_level_with_doors_open(tmp_path):
+    """`clear_when` replaces "condition no longer holds": a car moved during the rescue with its
+    doors shut, or level but still shut, keeps the entrapment; level and open for 2 s clears it."""
+    eng, ids = engine_for(tmp_path, RESCUE)
+    d = ids["el-b1-1"]
+    eng.feed(lift(eng, d, T0, passenger=1, door_state="closed_locked", running=0, door_zone=0))
+    [r] = raises(eng.advance(T0 + 21))
+    assert r.at == T0 + 20
+    # The plain condition ends (the car moves), but the clear condition does not hold: no clear.
+    assert clears(eng.feed(lift(eng, d, T0 + 30, running=1))) == []
+    assert clears(eng.feed(lift(eng, d, T0 + 40, running=0, door_zone=1))) == []     # level, doors shut
+    assert clears(eng.advance(T0 + 60)) == []
+    eng.feed(lift(eng, d, T0 + 61, door_state="open"))
+    assert clears(eng.advance(T0 + 62.5)) == []                                      # held only 1.5 s
+    eng.feed(lift(eng, d, T0 + 62.6, door_state="closed_locked"))                     # shut again: restart
+    eng.feed(lift(eng, d, T0 + 64, door_state="open"))
+    assert clears(eng.advance(T0 + 65.9)) == []
+    [c] = clears(eng.advance(T0 + 66.1))
+    assert c.at == T0 + 66
+
+
+def test_event_inactive_field_clears_only_its_own_code(tmp_path):
+    eng, ids = engine_for(tmp_path, """
+rules:
+  - id: faults
+    kind: event
+    title: "fault {code}"
+    scope: {kinds: [elevator]}
+    codes: {"01": {severity: critical}, "04": {}}
+    inactive_field: active
+""")
+    d = ids["el-b1-1"]
+    out = eng.feed(Rows.empty(), [(T0, d, "01", {"active": True}), (T0 + 1, d, "04", {"active": True})])
+    assert sorted(r.scope_key for r in raises(out)) == ["demo/el-b1-1#01", "demo/el-b1-1#04"]
+    # `active: false` for 04 clears 04 only; a missing or non-boolean field does not clear.
+    out = eng.feed(Rows.empty(), [(T0 + 5, d, "04", {"active": False}), (T0 + 6, d, "01", {"active": "no"}),
+                                  (T0 + 7, d, "01", {})])
+    assert [(c.scope_key, c.at) for c in clears(out)] == [("demo/el-b1-1#04", T0 + 5)]
+    assert raises(out) == []
+    out = eng.feed(Rows.empty(), [(T0 + 9, d, "01", {"active": False})])
+    assert [c.scope_key for c in clears(out)] == ["demo/el-b1-1#01"]
