@@ -35,6 +35,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 from psycopg import sql
 
+from bench.loadgen import PacedPublishers
 from bench.report import write_section
 from hub.embedded.broker import MosquittoProcess
 from hub.registry import load_registry
@@ -117,60 +118,6 @@ def _start_hub(url: str, registry: Path, broker_url: str, log_path: Path) -> sub
     return hub
 
 
-class LoadPublishers:
-    """Telemetry at a set rate from `mosquitto_pub -l` processes (C, QoS 1), one per lift.
-
-    A Python QoS 1 publisher tops out near the rate the hub ingests and would share the two
-    cores' GIL time with nothing useful; the C client leaves the hub the machine. We write
-    JSON lines into their stdin on a 10 ms schedule and count what was written."""
-
-    def __init__(self, port: int, lifts: list[str]) -> None:
-        self.procs = [subprocess.Popen(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-M", "2000", "-l",
-                                        "-i", f"bench-load-{n}", "-t", f"facility/demo/{lift}/telemetry"],
-                                       stdin=subprocess.PIPE) for n, lift in enumerate(lifts)]
-        self.sent = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self, rate: float) -> None:
-        self._thread = threading.Thread(target=self._run, args=(rate,), daemon=True)
-        self._thread.start()
-
-    def _run(self, rate: float) -> None:
-        began = time.perf_counter()
-        k = 0
-        while not self._stop.is_set():
-            due = int((time.perf_counter() - began) * rate)
-            if due > self.sent:
-                now_ms = round(time.time() * 1000, 1)
-                lines: list[list[bytes]] = [[] for _ in self.procs]
-                for i in range(self.sent, due):
-                    k += 1
-                    chunk = lines[i % len(self.procs)]
-                    # Epoch ms with 10 µs steps: a lift's messages in one tick need distinct times
-                    # (the store keeps one row per device, metric and timestamp).
-                    chunk.append(orjson.dumps(
-                        {"ts": now_ms + len(chunk) * 0.01, "running": k & 1, "floor": k % 18, "door_state": "open" if k & 2 else "closed_locked",
-                         "passenger": 0, "speed": 1.5, "load": 40.0}) + b"\n")
-                for proc, chunk in zip(self.procs, lines, strict=True):
-                    if chunk:
-                        assert proc.stdin is not None
-                        proc.stdin.write(b"".join(chunk))
-                        proc.stdin.flush()
-                self.sent = due
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-        for proc in self.procs:
-            assert proc.stdin is not None
-            proc.stdin.close()
-        for proc in self.procs:
-            proc.wait(30)
-
-
 def latency_under_load(url: str, registry: Path, port: int, broker_url: str, *, rate: int, seconds: float,
                        publishers: int) -> dict[str, Any]:
     hub = _start_hub(url, registry, broker_url, registry.parent / "hub.log")
@@ -189,7 +136,12 @@ def latency_under_load(url: str, registry: Path, port: int, broker_url: str, *, 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
     time.sleep(0.5)
-    load = LoadPublishers(port, [f"lift-{i:05d}" for i in range(publishers)])
+    def lift_telemetry(k: int, ts_ms: float) -> dict[str, object]:
+        return {"ts": ts_ms, "running": k & 1, "floor": k % 18, "door_state": "open" if k & 2 else "closed_locked",
+                "passenger": 0, "speed": 1.5, "load": 40.0}
+
+    load = PacedPublishers(port, [f"facility/demo/lift-{i:05d}/telemetry" for i in range(publishers)], lift_telemetry,
+                           name="bench-load")
     probe = _client(port, "bench-probe")
     latencies: list[float] = []
     lost = 0
