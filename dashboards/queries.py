@@ -56,10 +56,9 @@ class PanelQuery:
 # A child is shown under its parent while the parent is open; a shelved parent hides its incident.
 # `a` is the alarm, `p` its parent (`LEFT JOIN alarms p ON p.id = a.parent_id`). A closed alarm
 # is an incident of its own only if it has no parent, so in history a closed child stays with its
-# incident.
-# The panels below spell it out so their SQL reads as Grafana runs it; a test checks each holds
-# this exact text.
-OWN_INCIDENT = "(a.parent_id IS NULL OR (a.closed_at IS NULL AND (p.closed_at IS NOT NULL OR (p.cleared_at IS NOT NULL AND a.cleared_at IS NULL))))"
+# incident. The text is `rules.alarms.OWN_INCIDENT` (the API's `GET /alarms?top_level=true` uses
+# it too); the panels below spell it out so their SQL reads as Grafana runs it, and a test checks
+# that each holds this exact text.
 
 
 # -- E-control overview -------------------------------------------------------------------------

@@ -13,11 +13,12 @@ import pytest
 from psycopg.sql import SQL, Identifier
 
 from dashboards.macros import QueryContext, expand
-from dashboards.queries import BY_KEY, OWN_INCIDENT, PANELS, REPORT_PANELS, VARIABLES, PanelQuery
+from dashboards.queries import BY_KEY, PANELS, REPORT_PANELS, VARIABLES, PanelQuery
 from dashboards.report import day_bounds
 from hub.config import TimescaleSettings
 from hub.registry import load_registry
 from hub.store.migrate import migrate
+from rules.alarms import OWN_INCIDENT
 from tests.dashboards_fill import Expected, fill_demo
 from tests.support import ROOT, create_database, drop_database
 
