@@ -41,7 +41,28 @@ class PanelQuery:
     format: Format = "table"
 
 
+# -- Alarms as incidents ------------------------------------------------------------------------
+# The rule engine groups alarms under their root cause (`alarms.parent_id`, docs/rules.md): a
+# building's power loss is one parent over the devices that went offline first, an entrapment the
+# parent of its lift's fault codes, alarm button and stopped-outside-door-zone alarms. What the
+# operator watches are incidents, so the active-alarm panels (and `hub top`) show an alarm only
+# when it is an incident of its own, and count its open children in `grouped`:
+# - it has no parent; or
+# - its parent has closed (a child still open, e.g. waiting for its acknowledgement, would
+#   otherwise be on no list at all); or
+# - its parent has cleared while it is still up: a lift's safety circuit still open after the
+#   rescue. Dispatch gives that child an order of its own (`_OWN_INCIDENT` in
+#   hub/dispatch/engine.py), so it is an incident of its own here too.
+# A child is shown under its parent while the parent is open; a shelved parent hides its incident.
+# `a` is the alarm, `p` its parent (`LEFT JOIN alarms p ON p.id = a.parent_id`). A closed alarm
+# is an incident of its own only if it has no parent, so in history a closed child stays with its
+# incident. The text is `rules.alarms.OWN_INCIDENT` (the API's `GET /alarms?top_level=true` uses
+# it too); the panels below spell it out so their SQL reads as Grafana runs it, and a test checks
+# that each holds this exact text.
+
+
 # -- E-control overview -------------------------------------------------------------------------
+# Active alarms per site: incidents (OWN_INCIDENT), as on the Active alarms list.
 SITES = PanelQuery(
     "overview.sites",
     """SELECT s.id AS site, s.name,
@@ -49,8 +70,9 @@ SITES = PanelQuery(
        count(d.id) FILTER (WHERE d.online) AS online,
        count(d.id) FILTER (WHERE d.online IS NOT TRUE) AS offline,
        round(100.0 * count(d.id) FILTER (WHERE d.online) / nullif(count(d.id), 0), 1) AS online_pct,
-       (SELECT count(*) FROM alarms a
-         WHERE a.site_id = s.id AND a.closed_at IS NULL AND a.state <> 'shelved') AS active_alarms
+       (SELECT count(*) FROM alarms a LEFT JOIN alarms p ON p.id = a.parent_id
+         WHERE a.site_id = s.id AND a.closed_at IS NULL AND a.state <> 'shelved'
+           AND (a.parent_id IS NULL OR (a.closed_at IS NULL AND (p.closed_at IS NOT NULL OR (p.cleared_at IS NOT NULL AND a.cleared_at IS NULL))))) AS active_alarms
   FROM sites s
   LEFT JOIN hub_dash_devices d
     ON d.site_id = s.id AND d.building IN ($building) AND d.grid IN ($grid) AND d.kind IN ($kind)
@@ -79,12 +101,16 @@ ONLINE_BY_KIND = PanelQuery(
     ("kind", "online", "offline"),
 )
 
+# Active alarms by severity on the wall screen: incidents (OWN_INCIDENT) by the severity of the
+# alarm shown, so the donut adds up to the rows of the Active alarms list; an entrapment with its
+# three symptoms is one critical, not one critical and three more.
 ALARMS_BY_SEVERITY = PanelQuery(
     "overview.alarms_by_severity",
     """SELECT sev.severity, count(a.id) AS alarms
   FROM (VALUES ('critical', 1), ('major', 2), ('minor', 3), ('warning', 4)) AS sev (severity, rank)
-  LEFT JOIN (alarms a LEFT JOIN hub_dash_devices d ON d.id = a.device_id)
+  LEFT JOIN (alarms a LEFT JOIN alarms p ON p.id = a.parent_id LEFT JOIN hub_dash_devices d ON d.id = a.device_id)
     ON a.severity = sev.severity AND a.closed_at IS NULL AND a.state <> 'shelved'
+   AND (a.parent_id IS NULL OR (a.closed_at IS NULL AND (p.closed_at IS NOT NULL OR (p.cleared_at IS NOT NULL AND a.cleared_at IS NULL))))
    AND a.site_id IN ($site)
    AND (a.device_id IS NULL OR (d.building IN ($building) AND d.grid IN ($grid) AND d.kind IN ($kind)))
  GROUP BY sev.severity, sev.rank
@@ -92,19 +118,29 @@ ALARMS_BY_SEVERITY = PanelQuery(
     ("severity", "alarms"),
 )
 
+# The operator's list: one row per incident (OWN_INCIDENT), `grouped` = its open, unshelved
+# children that are not incidents of their own (every active alarm is a row or counted in exactly
+# one row's `grouped`, when no parent is shelved and no filter hides a parent). Devices of a power
+# loss that went offline after the parent formed raise no alarm of their own (the parent's
+# `detail.devices` and title list them), so they are not in `grouped`.
 ACTIVE_ALARMS = PanelQuery(
     "overview.active_alarms",
     """SELECT a.id AS alarm, a.raised_at, a.severity, a.kind, a.title, a.state, a.site_id AS site,
        d.device_id AS device, d.id AS device_key,
-       round(extract(epoch FROM ($__timeTo() - a.raised_at)) / 60.0) AS age_min
+       round(extract(epoch FROM ($__timeTo() - a.raised_at)) / 60.0) AS age_min,
+       (SELECT count(*) FROM alarms c
+         WHERE c.parent_id = a.id AND c.closed_at IS NULL AND c.state <> 'shelved'
+           AND NOT (a.cleared_at IS NOT NULL AND c.cleared_at IS NULL)) AS grouped
   FROM alarms a
+  LEFT JOIN alarms p ON p.id = a.parent_id
   LEFT JOIN hub_dash_devices d ON d.id = a.device_id
  WHERE a.closed_at IS NULL AND a.state <> 'shelved' AND a.site_id IN ($site)
+   AND (a.parent_id IS NULL OR (a.closed_at IS NULL AND (p.closed_at IS NOT NULL OR (p.cleared_at IS NOT NULL AND a.cleared_at IS NULL))))
    AND (a.device_id IS NULL OR (d.building IN ($building) AND d.grid IN ($grid) AND d.kind IN ($kind)))
  ORDER BY CASE a.severity WHEN 'critical' THEN 1 WHEN 'major' THEN 2 WHEN 'minor' THEN 3 ELSE 4 END,
           a.raised_at
  LIMIT 200""",
-    ("alarm", "raised_at", "severity", "kind", "title", "state", "site", "device", "device_key", "age_min"),
+    ("alarm", "raised_at", "severity", "kind", "title", "state", "site", "device", "device_key", "age_min", "grouped"),
 )
 
 # Devices with data in each interval, seen through each device's probe metric (migration 0400).
@@ -244,6 +280,8 @@ ELEVATOR_TRIPS = PanelQuery(
     "time_series",
 )
 
+# Active entrapment alarms need no incident filter: an entrapment is a root cause and never
+# anyone's child (grouping is one level, docs/rules.md).
 ELEVATOR_ENTRAPMENTS = PanelQuery(
     "elevators.entrapments",
     """SELECT (SELECT count(*) FROM events e JOIN hub_dash_devices d ON d.id = e.device_id
@@ -595,6 +633,9 @@ REPORT_AVAILABILITY = PanelQuery(
     ("kind", "devices", "availability_pct"),
 )
 
+# Alarms raised on the day per kind: a per-kind statistic, so it counts every alarm, children
+# included (how often the terminals reported fault 01 is worth knowing even when an entrapment
+# explained it); a power loss's devices without an alarm of their own are not in it.
 REPORT_ALARMS = PanelQuery(
     "report.alarms",
     """SELECT a.kind, count(*) AS alarms,

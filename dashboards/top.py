@@ -1,8 +1,9 @@
 """`hub top`: the E-control view in a terminal, for a machine without Grafana.
 
-Runs the overview panels' own SQL (devices by kind, active alarms, the work-order queue with the
-next running SLA clock of each open order) and draws
-them with rich. `snapshot` does the I/O; `render` is pure, so one frame can be printed and tested.
+Runs the overview panels' own SQL (devices by kind, active alarms as incidents — one row per root
+cause with the number of alarms grouped under it —, the work-order queue with the next running SLA
+clock of each open order) and draws them with rich. `snapshot` does the I/O; `render` is pure,
+so one frame can be printed and tested.
 """
 
 from __future__ import annotations
@@ -72,12 +73,17 @@ def render(snap: TopSnapshot) -> Group:
                         Text(str(row["offline"]), style="bold red" if row["offline"] else ""))
     devices.add_row(Text("all", style="bold"), str(total_on), str(total_off))
 
-    alarms = Table(title=f"Active alarms ({len(snap.alarms)})", expand=True)
-    for col in ("severity", "age", "site", "device", "kind", "title", "state"):
-        alarms.add_column(col)
+    # One row per incident (dashboards.queries.ACTIVE_ALARMS): alarms grouped under a root cause
+    # are counted on their root's row, not listed.
+    grouped = sum(int(a["grouped"]) for a in snap.alarms)
+    title = f"Active alarms ({len(snap.alarms)})" + (f" · {grouped} more grouped under them" if grouped else "")
+    alarms = Table(title=title, expand=True)
+    for col in ("severity", "age", "site", "device", "kind", "title", "state", "grouped"):
+        alarms.add_column(col, justify="right" if col == "grouped" else "left")
     for a in snap.alarms[:20]:
         alarms.add_row(Text(a["severity"], style=SEVERITY_STYLE.get(a["severity"], "")),
-                       f"{int(a['age_min'] or 0)} min", a["site"], a["device"] or "-", a["kind"], a["title"], a["state"])
+                       f"{int(a['age_min'] or 0)} min", a["site"], a["device"] or "-", a["kind"], a["title"], a["state"],
+                       f"+{a['grouped']}" if a["grouped"] else "")
 
     parts: list[Any] = [
         Text(f"facility hub · {', '.join(snap.sites)} · {snap.at:%Y-%m-%d %H:%M:%S %Z}", style="bold"),

@@ -21,6 +21,15 @@ from hub.errors import HubError
 
 OPEN_STATES = frozenset({"active", "acknowledged", "cleared_unack", "shelved"})
 
+# SQL: is alarm `a` an incident of its own, for people looking at alarms? `p` is its parent
+# (`LEFT JOIN alarms p ON p.id = a.parent_id`). Yes when it has no parent; an open alarm also when
+# its parent has closed (else it would be on no list) or has cleared while it is still up (dispatch
+# gives that one an order of its own). A closed child stays with its incident in history. The
+# dashboards' active-alarm panels spell out this text (dashboards/queries.py, docs/dashboards.md);
+# `GET /alarms?top_level=true` uses it.
+OWN_INCIDENT = ("(a.parent_id IS NULL OR (a.closed_at IS NULL AND "
+                "(p.closed_at IS NOT NULL OR (p.cleared_at IS NOT NULL AND a.cleared_at IS NULL))))")
+
 
 class AlarmError(HubError):
     """An alarm action that cannot be done; the API answers 4xx with the message."""

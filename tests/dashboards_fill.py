@@ -152,30 +152,58 @@ def fill_demo(conn: psycopg.Connection, registry: Registry, *, now: datetime, ho
 
 
 def _alarms(conn: psycopg.Connection, ids: dict[tuple[str, str], int], now: datetime) -> dict[str, int]:
-    """Open alarms of three severities, one shelved and one closed (neither counts as active).
+    """Open alarms of three severities, one shelved and one closed (neither counts as active),
+    and two lift incidents grouped under their root cause (`parent_id`, as the rules store links
+    them, docs/rules.md):
+
+    - el-b1-2, trapped now: the entrapment (-19) is the parent of the terminal's fault 01 and the
+      alarm button (both -20, adopted; the button momentary, `cleared_unack`) and of "stopped
+      outside the door zone" (-19, born its child). One incident: one row, 3 grouped.
+    - el-b1-1, rescued: an entrapment raised -100, cleared -90 and acknowledged -85 (closed). Its
+      fault 01 (-101) is still up after the rescue: an incident of its own (its root cleared
+      while it is up). Its alarm button (-101, cleared at once) still waits for an
+      acknowledgement: its root has closed, so it is listed on its own rather than on no list.
 
     What the rule engine writes (0100's contract). The forced-door alarm is inserted open and
     closed by `fill_work_orders` after dispatch has opened its order, as it happens live."""
-    rows = [
-        ("entrapment", "demo/el-b1-2", ids[("demo", "el-b1-2")], "entrapment", "critical", "active",
-         "Passenger trapped in Building 1 lift B", now - timedelta(minutes=19), None),
+    def m(minutes: float) -> datetime:
+        return now - timedelta(minutes=minutes)
+
+    lift_a, lift_b = ids[("demo", "el-b1-1")], ids[("demo", "el-b1-2")]
+    # key (= rule id), scope, device, kind, severity, state, title, raised, cleared, closed, parent key
+    rows: list[tuple[str, str, int, str, str, str, str, datetime, datetime | None, datetime | None, str | None]] = [
+        ("entrapment", "demo/el-b1-2", lift_b, "entrapment", "critical", "active",
+         "Passenger trapped in Building 1 lift B", m(19), None, None, None),
+        ("entrapment-fault", "demo/el-b1-2#01", lift_b, "elevator_fault", "critical", "active",
+         "Building 1 lift B: fault 01 safety circuit open", m(20), None, None, "entrapment"),
+        ("entrapment-button", "demo/el-b1-2#90", lift_b, "alarm_button", "major", "cleared_unack",
+         "Building 1 lift B: alarm button", m(20), m(20), None, "entrapment"),
+        ("entrapment-outside", "demo/el-b1-2", lift_b, "stopped_outside_door_zone", "major", "active",
+         "Building 1 lift B stopped outside the door zone", m(19), None, None, "entrapment"),
         ("fire_fault", "demo/fire-panel-1", ids[("demo", "fire-panel-1")], "fire_fault", "major",
-         "acknowledged", "Fire panel reports a fault", now - timedelta(minutes=2), None),
+         "acknowledged", "Fire panel reports a fault", m(2), None, None, None),
         ("offline", "demo/door-b2-lobby", ids[("demo", OFFLINE_DEVICE)], "device_offline", "minor",
-         "active", "Building 2 lobby door offline", now, None),
+         "active", "Building 2 lobby door offline", now, None, None, None),
         ("held", "demo/gate-north", ids[("demo", "gate-north")], "door_held_open", "warning",
-         "shelved", "Gate held open", now - timedelta(hours=2), None),
+         "shelved", "Gate held open", m(120), None, None, None),
         ("forced", "demo/gate-south", ids[("demo", "gate-south")], "door_forced_open", "major",
-         "active", "Gate forced open", now - timedelta(minutes=70), None),
+         "active", "Gate forced open", m(70), None, None, None),
+        ("rescued", "demo/el-b1-1", lift_a, "entrapment", "critical", "cleared",
+         "Passenger trapped in Building 1 lift A", m(100), m(90), m(85), None),
+        ("rescued-fault", "demo/el-b1-1#01", lift_a, "elevator_fault", "critical", "active",
+         "Building 1 lift A: fault 01 safety circuit open", m(101), None, None, "rescued"),
+        ("rescued-button", "demo/el-b1-1#90", lift_a, "alarm_button", "major", "cleared_unack",
+         "Building 1 lift A: alarm button", m(101), m(101), None, "rescued"),
     ]
     alarm_ids: dict[str, int] = {}
     with conn.transaction():
-        for rule, scope, device, kind, severity, state, title, raised, closed in rows:
+        for rule, scope, device, kind, severity, state, title, raised, cleared, closed, parent in rows:
             row = conn.execute(
-                """INSERT INTO alarms (rule_id, site_id, device_id, scope_key, kind, severity, state,
-                                       title, detail, raised_at, closed_at)
-                   VALUES (%s, 'demo', %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
-                (rule, device, scope, kind, severity, state, title, Jsonb({}), raised, closed),
+                """INSERT INTO alarms (rule_id, site_id, device_id, scope_key, kind, severity, state, title,
+                                       detail, raised_at, cleared_at, acknowledged_at, closed_at, parent_id)
+                   VALUES (%s, 'demo', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+                (rule, device, scope, kind, severity, state, title, Jsonb({}), raised, cleared, closed, closed,
+                 alarm_ids[parent] if parent else None),
             ).fetchone()
             assert row is not None
             alarm_ids[rule] = int(row[0])

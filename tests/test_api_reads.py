@@ -160,6 +160,46 @@ def test_alarm_stream_is_filtered_by_scope(api: ApiHub) -> None:
     assert len(data) == 1 and '"site_id":"demo"' in data[0], lines
 
 
+def test_alarm_list_top_level_leaves_out_grouped_children(api: ApiHub) -> None:
+    """`top_level=true`: incidents only, by the dashboards' rule (rules.alarms.OWN_INCIDENT);
+    without it (or `false`) every alarm, as before."""
+    t0 = datetime(2021, 3, 1, 8, 0, tzinfo=UTC)   # a window of its own in the shared database
+    lift, gate = api.device_id("demo", "el-b2-1"), api.device_id("demo", "door-b2-lobby")
+
+    def alarm(rule: str, device: int | None, kind: str, minutes: int, *, parent: int | None = None,
+              cleared: bool = False, closed: bool = False) -> int:
+        state = "cleared" if closed else "cleared_unack" if cleared else "active"
+        at = t0 + timedelta(minutes=minutes)
+        [(aid,)] = api.sql(
+            """INSERT INTO alarms (rule_id, site_id, device_id, scope_key, kind, severity, state, title, raised_at,
+                                   cleared_at, closed_at, parent_id)
+               VALUES (%s, 'demo', %s, %s, %s, 'major', %s, %s, %s, %s, %s, %s) RETURNING id""",
+            f"top-{rule}", device, f"demo/top-{rule}", kind, state, rule, at, at if cleared or closed else None,
+            at if closed else None, parent)
+        return int(aid)
+
+    power = alarm("power", None, "building_power_loss", 2)
+    offline = alarm("offline", gate, "device_offline", 1, parent=power)        # under a root that is up
+    rescued = alarm("trapped", lift, "entrapment", 10, closed=True)
+    fault = alarm("fault", lift, "elevator_fault", 9, parent=rescued)          # left up by its root
+    button = alarm("button", lift, "alarm_button", 9, parent=rescued, closed=True)  # history: stays grouped
+    window = {"from": t0.isoformat(), "to": (t0 + timedelta(hours=1)).isoformat()}
+    with api.client("olga") as c:
+        def ids(**params: object) -> list[int]:
+            r = c.get("/alarms", params={**window, **params})
+            assert r.status_code == 200, r.text
+            return [a["id"] for a in r.json()["items"]]
+
+        assert ids() == ids(top_level=False) == [rescued, button, fault, power, offline]   # newest first
+        assert ids(top_level=True) == [rescued, fault, power]
+        assert ids(top_level=True, open=True) == [fault, power]
+        assert ids(top_level=True, open=False) == [rescued]
+        assert c.get("/alarms", params={"top_level": "maybe"}).status_code == 422
+        page = c.get("/alarms", params={**window, "top_level": True, "limit": 2}).json()
+        rest = c.get("/alarms", params={**window, "top_level": True, "cursor": page["next_cursor"]}).json()
+        assert [a["id"] for a in page["items"] + rest["items"]] == [rescued, fault, power]
+
+
 def test_hub_users_add_cli_reads_password_without_echo(api: ApiHub) -> None:
     env = {**os.environ, "HUB_DATABASE_URL": api.db_url, "PATH": os.environ.get("PATH", "")}
     env.pop("HUB_NEW_PASSWORD", None)

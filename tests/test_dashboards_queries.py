@@ -18,6 +18,7 @@ from dashboards.report import day_bounds
 from hub.config import TimescaleSettings
 from hub.registry import load_registry
 from hub.store.migrate import migrate
+from rules.alarms import OWN_INCIDENT
 from tests.dashboards_fill import Expected, fill_demo
 from tests.support import ROOT, create_database, drop_database
 
@@ -91,16 +92,43 @@ def test_overview_numbers_match_what_was_ingested(filled: Filled) -> None:
     exp = filled.expected
     [site] = run(filled.url, BY_KEY["overview.sites"], ctx())
     assert (site["site"], site["devices"], site["online"], site["offline"]) == ("demo", exp.devices, exp.online, 1)
-    assert site["active_alarms"] == 3  # shelved and closed alarms do not count
+    # Incidents: shelved and closed alarms do not count, nor the three alarms grouped under the
+    # open entrapment (tests/dashboards_fill.py `_alarms`); counting every open alarm gives 8.
+    assert site["active_alarms"] == 5
     assert run(filled.url, BY_KEY["overview.devices_online"], ctx()) == [{"online": exp.online, "total": exp.devices}]
     sev = {r["severity"]: r["alarms"] for r in run(filled.url, BY_KEY["overview.alarms_by_severity"], ctx())}
-    assert sev == {"critical": 1, "major": 1, "minor": 1, "warning": 0}
+    assert sev == {"critical": 2, "major": 2, "minor": 1, "warning": 0}  # every open alarm: 3, 4, 1
     by_kind = {r["kind"]: (r["online"], r["offline"]) for r in run(filled.url, BY_KEY["overview.online_by_kind"], ctx())}
     assert by_kind["gate"] == (2, 1) and by_kind["elevator"] == (4, 0)
     assert sum(a + b for a, b in by_kind.values()) == exp.devices
     active = run(filled.url, BY_KEY["overview.active_alarms"], ctx())
-    assert [a["severity"] for a in active] == ["critical", "major", "minor"]
-    assert active[0]["device"] == "el-b1-2" and active[0]["age_min"] == 19
+    assert [a["severity"] for a in active] == ["critical", "critical", "major", "major", "minor"]
+    assert active[1]["device"] == "el-b1-2" and active[1]["age_min"] == 19
+
+
+def test_active_alarms_are_incidents_with_their_grouped_children(filled: Filled) -> None:
+    """One row per incident (`OWN_INCIDENT`), most severe first, then oldest; `grouped` counts the
+    open children an open root explains. Without the filter the list has eight rows."""
+    ids = filled.expected.alarm_ids
+    active = run(filled.url, BY_KEY["overview.active_alarms"], ctx(), user="hub_grafana")
+    assert [(a["alarm"], a["kind"], a["state"], a["grouped"]) for a in active] == [
+        (ids["rescued-fault"], "elevator_fault", "active", 0),      # left up by its rescued root
+        (ids["entrapment"], "entrapment", "active", 3),             # fault 01, button, outside the zone
+        (ids["rescued-button"], "alarm_button", "cleared_unack", 0),  # its root closed; waits for an ack
+        (ids["fire_fault"], "fire_fault", "acknowledged", 0),
+        (ids["offline"], "device_offline", "active", 0),
+    ]
+    # Every active alarm is a row or counted in exactly one row's `grouped`.
+    with psycopg.connect(filled.url) as conn:
+        row = conn.execute("SELECT count(*) FROM alarms WHERE closed_at IS NULL AND state <> 'shelved'").fetchone()
+    assert row == (len(active) + sum(a["grouped"] for a in active),) == (8,)
+    # The children stay grouped whatever the filters: a lift-only view lists the lifts' incidents.
+    lifts = run(filled.url, BY_KEY["overview.active_alarms"], ctx(kind=["elevator"]))
+    assert [(a["alarm"], a["grouped"]) for a in lifts] == [(ids["rescued-fault"], 0), (ids["entrapment"], 3),
+                                                           (ids["rescued-button"], 0)]
+    # The three panels that count active alarms use the same rule, word for word.
+    for key in ("overview.sites", "overview.alarms_by_severity", "overview.active_alarms"):
+        assert OWN_INCIDENT in BY_KEY[key].sql, key
 
 
 def test_filters_narrow_the_overview(filled: Filled) -> None:

@@ -59,8 +59,13 @@ def test_top_once_prints_devices_alarms_and_open_work_orders_with_sla_countdowns
     out = _top(wo_db, monkeypatch, capsys)
     rows = {m[1]: (int(m[2]), int(m[3])) for m in re.finditer(r"│ (\w+)\s+│\s+(\d+) │\s+(\d+) │", out)}
     assert rows["elevator"] == (4, 0) and rows["gate"] == (2, 1) and rows["all"] == (15, 1)
-    assert "Active alarms (3)" in out
-    assert out.index("Passenger trapped") < out.index("Fire panel reports a fault") < out.index("lobby door offline")
+    # Incidents, as on the dashboard (tests/dashboards_fill.py `_alarms`): the entrapment's fault
+    # 01, alarm button and outside-the-door-zone alarms are one "+3" on its row, not rows.
+    assert "Active alarms (5) · 3 more grouped under them" in out
+    assert out.index("lift A: fault 01") < out.index("Passenger trapped") < out.index("lift A: alarm button") \
+        < out.index("Fire panel reports a fault") < out.index("lobby door offline")
+    assert re.search(r"│ Passenger trapped in Building 1 lift B\s+│ active\s+│\s+\+3 │", out), out
+    assert "lift B: fault 01" not in out and "stopped outside the door zone" not in out
     assert "Open work orders (4)" in out
     orders = out[out.index("Open work orders (4)"):]
     # Three late against the wall clock (made on the test's fixed day), soonest due first; the
@@ -92,9 +97,11 @@ def test_daily_report_is_one_self_contained_html_file(wo_db: str, tmp_path: Path
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
     assert len(images) == 3  # availability, alarms, work orders by state
     assert all(base64.b64decode(i).startswith(b"\x89PNG\r\n\x1a\n") for i in images)
-    # Alarms: 5 raised this day (by kind), 2 the previous day.
-    assert "Total: 5 (previous day 2, +3)" in text
-    assert re.search(r"<td>entrapment</td><td>1</td><td>1</td><td>0</td>", text)
+    # Alarms: 11 raised this day (by kind), 2 the previous day. A per-kind statistic: the alarms
+    # grouped under an entrapment count too (tests/dashboards_fill.py `_alarms`).
+    assert "Total: 11 (previous day 2, +9)" in text
+    assert re.search(r"<td>entrapment</td><td>2</td><td>1</td><td>\+1</td>", text)
+    assert re.search(r"<td>elevator_fault</td><td>2</td><td>0</td><td>\+2</td>", text)
     # Availability: data from 18:00 to 02:00 UTC touches 9 of the day's 24 hourly buckets, for
     # every kind (the previous day had none).
     section = text[text.index("Device availability"):text.index("Alarms by kind")]

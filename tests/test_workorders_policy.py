@@ -33,6 +33,9 @@ def test_bad_durations(bad):
     ("watchlist_hit", "major", "gate", "security", "p2"),
     ("barrier_fault", "major", "parking_lane", "equipment-major", "p2"),
     ("building_power_loss", "critical", None, "equipment-critical", "p1"),
+    ("device_offline", "major", "gate", "device-offline", "p2"),               # held 150 s: see below
+    ("device_offline", "critical", "elevator", "device-offline-critical", "p1"),
+    ("device_offline", "minor", "gate", None, None),
     ("door_held_open", "minor", "gate", None, None),
     ("parking_full", "warning", "parking_meter", None, None),
 ])
@@ -63,6 +66,17 @@ def test_default_policy_holds_the_symptoms_of_an_entrapment(kind, severity, rule
     found = POLICY.match_alarm(kind=kind, rule_id="r", severity=severity, device_kind="elevator")
     got = (found.id, found.priority, found.hold.total_seconds() if found.hold else None) if found else (None, None, None)
     assert got == (rule, priority, hold)
+
+
+@pytest.mark.parametrize("severity", ["critical", "major"])
+def test_default_policy_holds_a_device_offline_for_the_power_loss_grouping(severity):
+    """150 s: the default offline grouping window (2 min) plus the hub's latency
+    (tests/test_workorders_grouping.py checks it against examples/rules/common.yaml)."""
+    found = POLICY.match_alarm(kind="device_offline", rule_id="device-offline", severity=severity, device_kind="gate")
+    assert found is not None and found.hold == timedelta(seconds=150)
+    power_loss = POLICY.match_alarm(kind="building_power_loss", rule_id="device-offline", severity="critical",
+                                    device_kind=None)
+    assert power_loss is not None and power_loss.hold is None     # the root cause: at once
 
 
 @pytest.mark.parametrize(("hold", "message"), [("0s", "hold must be a positive duration"),

@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from psycopg import sql
 from pydantic import AfterValidator, BaseModel, Field
 
 from api.deps import Conn, Origin, Reader, require, scoped_sites
@@ -77,6 +78,21 @@ def _alarm(row: dict[str, Any]) -> AlarmPublic:
     return AlarmPublic(**{k: row[k] for k in AlarmPublic.model_fields})
 
 
+# `top_level`: the rule the dashboards' active-alarm panels use (rules.alarms.OWN_INCIDENT).
+_LIST_SQL = sql.SQL("""SELECT a.* FROM alarms a LEFT JOIN alarms p ON p.id = a.parent_id
+            WHERE (%(sites)s::text[] IS NULL OR a.site_id = ANY(%(sites)s))
+              AND (%(states)s::text[] IS NULL OR a.state = ANY(%(states)s))
+              AND (%(sev)s::text[] IS NULL OR a.severity = ANY(%(sev)s))
+              AND (%(kind)s::text IS NULL OR a.kind = %(kind)s)
+              AND (%(device)s::int IS NULL OR a.device_id = %(device)s)
+              AND (%(open)s::boolean IS NULL OR (a.closed_at IS NULL) = %(open)s)
+              AND (%(start)s::timestamptz IS NULL OR a.raised_at >= %(start)s)
+              AND (%(end)s::timestamptz IS NULL OR a.raised_at < %(end)s)
+              AND (NOT %(top)s::boolean OR {own_incident})
+              AND (%(a_ts)s::timestamptz IS NULL OR (a.raised_at, a.id) < (%(a_ts)s, %(a_id)s))
+            ORDER BY a.raised_at DESC, a.id DESC LIMIT %(limit)s""").format(own_incident=sql.SQL(alarms.OWN_INCIDENT))
+
+
 @router.get("/alarms", response_model=Page[AlarmPublic])
 async def list_alarms(
     conn: Conn, user: Reader, site: SiteFilter = None,
@@ -86,26 +102,18 @@ async def list_alarms(
     device: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     open: bool | None = None,
     start: Annotated[TimeQ, Query(alias="from")] = None, end: Annotated[TimeQ, Query(alias="to")] = None,
+    top_level: Annotated[bool, Query(description="only incidents of their own: leave out alarms grouped under "
+                                                 "a root cause (parent_id) that explains them")] = False,
     limit: Limit = 100, cursor: Cursor = None,
 ) -> Page[AlarmPublic]:
     sites = scoped_sites(user, site)
     after = decode_cursor(cursor, (datetime, int))
     rows = await (await conn.execute(
-        """SELECT * FROM alarms
-            WHERE (%(sites)s::text[] IS NULL OR site_id = ANY(%(sites)s))
-              AND (%(states)s::text[] IS NULL OR state = ANY(%(states)s))
-              AND (%(sev)s::text[] IS NULL OR severity = ANY(%(sev)s))
-              AND (%(kind)s::text IS NULL OR kind = %(kind)s)
-              AND (%(device)s::int IS NULL OR device_id = %(device)s)
-              AND (%(open)s::boolean IS NULL OR (closed_at IS NULL) = %(open)s)
-              AND (%(start)s::timestamptz IS NULL OR raised_at >= %(start)s)
-              AND (%(end)s::timestamptz IS NULL OR raised_at < %(end)s)
-              AND (%(a_ts)s::timestamptz IS NULL OR (raised_at, id) < (%(a_ts)s, %(a_id)s))
-            ORDER BY raised_at DESC, id DESC LIMIT %(limit)s""",
+        _LIST_SQL,
         {"sites": sites, "states": [s.value for s in state] if state else None,
          "sev": [s.value for s in severity] if severity else None, "kind": kind, "device": device, "open": open,
-         "start": start, "end": end, "a_ts": after[0] if after else None, "a_id": after[1] if after else None,
-         "limit": limit + 1},
+         "start": start, "end": end, "top": top_level, "a_ts": after[0] if after else None,
+         "a_id": after[1] if after else None, "limit": limit + 1},
     )).fetchall()
     items = [_alarm(r) for r in rows[:limit]]
     nxt = None
