@@ -782,10 +782,16 @@ class Engine:
     def _missing_due(self, rule: Rule, seen: F64, now: float, out: list[Action]) -> None:
         assert rule.after is not None
         active = self.missing_active[rule.id]
+        # A device known to be offline is already an alarm (offline, or its building's power
+        # loss): its silence is not news, and 200 "no data" rows would bury the root cause.
+        # Back online by a status message: the silence counts from then.
+        on = self.metric_ix[ONLINE]
+        offline = self.carry_v[on] == 0
+        since = np.fmax(seen, np.where(self.carry_v[on] == 1, self.carry_t[on], np.nan))
         with np.errstate(invalid="ignore"):
-            stale = self.scope_mask[rule.id] & ((now - seen) > rule.after) & ~active
+            stale = self.scope_mask[rule.id] & ((now - since) > rule.after) & ~active & ~offline
         for d in np.flatnonzero(stale):
-            self._missing_raise(rule, self.devices[int(d)], float(seen[d]) + rule.after, out)
+            self._missing_raise(rule, self.devices[int(d)], float(since[d]) + rule.after, out)
 
     # -- event rules ----------------------------------------------------------------------------------
     def _event_rule(self, rule: Rule, evs: Sequence[EventIn], out: list[Action]) -> None:

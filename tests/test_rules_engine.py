@@ -402,3 +402,22 @@ rules:
     assert raises(out) == []
     out = eng.feed(Rows.empty(), [(T0 + 9, d, "01", {"active": False})])
     assert [c.scope_key for c in clears(out)] == ["demo/el-b1-1#01"]
+
+
+def test_missing_data_is_not_raised_for_a_device_known_offline(tmp_path):
+    eng, ids = engine_for(tmp_path, """
+rules:
+  - id: quiet
+    kind: missing
+    title: "{name} quiet"
+    after: 5 min
+""")
+    gate, lift = ids["gate-north"], ids["el-b1-1"]
+    eng.feed(rows(eng, [(T0, gate, "temperature", 1.0), (T0, lift, "temperature", 1.0)]))
+    eng.feed(Rows.empty(), [(T0 + 10, gate, "offline", None)])
+    scopes = [r.scope_key for r in raises(eng.advance(T0 + 400))]
+    assert scopes == ["demo/el-b1-1"]          # the lift went silent; the gate is offline, not silent
+    eng.feed(Rows.empty(), [(T0 + 500, gate, "online", None)])
+    assert raises(eng.advance(T0 + 700)) == []  # back online: its 5 minutes start over...
+    [r] = raises(eng.advance(T0 + 801))         # ...from the status change, not from its last data
+    assert r.scope_key == "demo/gate-north"
