@@ -3,8 +3,8 @@ template variables). Tests expand and run each one against a real database; the 
 builder puts the same text into the panels.
 
 Readings over a time range go through `hub_readings_tiered` filtered by `hub_tier(from, to)`
-(migration 0400): raw readings up to 6 h, the 1-minute rollup up to 3 days, the 1-hour rollup
-beyond, so a week-long panel reads ~60x fewer rows than the raw table.
+(migration 0400): raw readings for ranges up to 30 minutes, the 1-minute rollup up to 6 hours,
+the 1-hour rollup beyond, so a week-long panel reads ~60x fewer rows than the raw table.
 
 Work-order panels read the work-order KPI views of migration 0201 (`wo_kpi_*`, `staff_duty_at`;
 docs/workorders.md), so their numbers are the ones the work-order feature defines.
