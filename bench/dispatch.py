@@ -135,7 +135,7 @@ def raw_mqtt(host: str, port: int, n: int) -> list[float]:
     return [got[k] - sent[k] for k in sent if k in got]
 
 
-def run(alarms: int, rate: float, quick: bool) -> str:
+def run(alarms: int, rate: float, quick: bool) -> tuple[str, dict[str, float]]:
     from hub.config import load_settings
     from hub.dispatch.component import DispatchComponent
     from hub.dispatch.policy import load_policy
@@ -199,6 +199,10 @@ def run(alarms: int, rate: float, quick: bool) -> str:
 
     note = ("**Quick run** (`--quick`) on a machine shared with other builds: indicative only; "
             "the full figures come from a run on a quiet machine." if quick else "Full run.")
+    figures = {"assigned_p50_ms": pct(to_assigned, 0.5) * 1000, "assigned_p99_ms": pct(to_assigned, 0.99) * 1000,
+               "notified_p50_ms": pct(to_notified, 0.5) * 1000, "notified_p99_ms": pct(to_notified, 0.99) * 1000,
+               "raw_notify_p99_ms": pct(raw_db, 0.99) * 1000, "raw_mqtt_p99_ms": pct(raw_broker, 0.99) * 1000,
+               "notified": float(len(to_notified)), "alarms": float(alarms)}
     return "\n".join([
         "## Dispatch: alarm → work order assigned → notification on MQTT",
         "",
@@ -217,20 +221,23 @@ def run(alarms: int, rate: float, quick: bool) -> str:
         note,
         "",
         "Reproduce: `python -m bench.dispatch` (full) or `python -m bench.dispatch --quick`.",
-    ])
+    ]), figures
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="a short run (100 alarms at 20/s)")
     parser.add_argument("--alarms", type=int, default=None)
     parser.add_argument("--rate", type=float, default=None, help="alarms per second")
-    args = parser.parse_args()
+    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    args = parser.parse_args(argv)
     alarms = args.alarms or (100 if args.quick else 2000)
     rate = args.rate or (20.0 if args.quick else 100.0)
-    body = run(alarms, rate, args.quick)
+    body, figures = run(alarms, rate, args.quick)
     print(body)
-    print(f"\nwritten to {write_section('dispatch', body)}")
+    if not args.no_write:
+        print(f"\nwritten to {write_section('dispatch', body)}")
+    return figures
 
 
 if __name__ == "__main__":
