@@ -150,10 +150,12 @@ async def hub_run(registry_path: Path, dsn: str | None, seconds: float, warmup: 
     from hub.ingest.decode import Batch, Limits
     from hub.ingest.pipeline import IngestPipeline
     from hub.registry import load_registry
+    from hub.runtime import tune_gc
     from hub.store.db import connect
     from hub.store.migrate import migrate
     from hub.store.registry_sync import sync_registry
 
+    tune_gc()  # as `hub run` configures the process the driver runs in
     registry = load_registry(registry_path)
     pipeline: IngestPipeline | None = None
     counted = {"readings": 0}

@@ -56,27 +56,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tune_gc() -> None:
-    """Fewer, cheaper garbage collections for a long-running hub.
-
-    Ingest allocates a few tuples per reading (100,000+ a second) and keeps up to a queue's worth
-    of messages alive; with the default thresholds the cyclic collector runs hundreds of times
-    a second and its full passes walk that whole queue, holding the GIL the MQTT and COPY threads
-    need. Almost nothing the hub makes is cyclic, so collect rarely, and move what exists after
-    imports out of the collector's view.
-    """
-    import gc
-
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from hub.runtime import HubRuntime
+    from hub.runtime import HubRuntime, tune_gc
 
     settings = _settings(args)
     _setup_logging(settings.log_level)
-    _tune_gc()
+    tune_gc()
 
     async def main() -> None:
         stop = asyncio.Event()
