@@ -296,7 +296,7 @@ scheduled hub run {args.seconds:g} s after warm-up, flat-out and raw runs {args.
 | polls skipped (overran their slot) / failed blocks | {hub['skipped']:.0f} / {hub['failed_blocks']:.0f} | 0 |
 | readings handed to ingest{' and stored' if dsn else ''} (scheduled run) | {hub['stored_readings']:,.0f} | — |
 
-The machine was shared (2 cores, several other jobs) when this was measured.""")
+Load average (1 min) when the report was written: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores.""")
     return 0
 
 
