@@ -184,3 +184,20 @@ def test_oldest_waiting_covers_a_message_until_listeners_have_its_batch(setup, f
     finally:
         release.set()
         pipeline.stop()
+
+
+def test_offline_sweep_never_uses_a_threshold_below_the_last_seen_refresh_lag(setup):
+    """last_seen is refreshed every SEEN_REFRESH_S at most: a device with a 1 s heartbeat (3 s
+    threshold) whose last_seen is 4 s old may well have sent data since, so it stays online."""
+    from hub.ingest.writer import OFFLINE_MARGIN_S, SEEN_REFRESH_S
+
+    conn, catalog, _ = setup
+    meter = catalog.get("demo", "meter-garage").id
+    BatchWriter(conn, seen_refresh_s=0).write(Batch(seen={meter: datetime.now(UTC)}))
+    conn.execute("UPDATE device_status SET online = true, last_seen = now() - interval '4 seconds' WHERE device_id = %s", (meter,))
+    conn.commit()
+    assert mark_silent_devices_offline(conn, {meter: 3.0}) == []
+    stale = SEEN_REFRESH_S + OFFLINE_MARGIN_S + 1
+    conn.execute("UPDATE device_status SET last_seen = now() - %s * interval '1 second' WHERE device_id = %s", (stale, meter))
+    conn.commit()
+    assert [c.device_id for c in mark_silent_devices_offline(conn, {meter: 3.0})] == [meter]

@@ -31,6 +31,9 @@ EVENT_TYPES = ("timestamptz", "int4", "text", "jsonb")
 # Runs inside the batch's transaction (e.g. command replies), so it commits or fails with it.
 TransactionSink = Callable[[psycopg.Connection, Batch], None]
 
+SEEN_REFRESH_S = 5.0    # device_status.last_seen is rewritten at most this often per device
+OFFLINE_MARGIN_S = 5.0  # beyond that lag before silence counts (mark_silent_devices_offline)
+
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
@@ -48,7 +51,7 @@ def _dumps(obj: Any) -> str:
 class BatchWriter:
     """Owns one connection; `write` is all-or-nothing for a batch."""
 
-    def __init__(self, conn: psycopg.Connection, *, worker: str = "hub", sinks: Sequence[TransactionSink] = (), seen_refresh_s: float = 5.0) -> None:
+    def __init__(self, conn: psycopg.Connection, *, worker: str = "hub", sinks: Sequence[TransactionSink] = (), seen_refresh_s: float = SEEN_REFRESH_S) -> None:
         self.conn = conn
         self.worker = worker
         self.sinks = list(sinks)
@@ -181,9 +184,14 @@ class BatchWriter:
 
 
 def mark_silent_devices_offline(conn: psycopg.Connection, thresholds: dict[int, float]) -> list[StatusChange]:
-    """Devices whose last data is older than their model's offline_after go offline (one statement)."""
+    """Devices whose last data is older than their model's offline_after go offline (one statement).
+
+    `last_seen` lags real arrivals by up to SEEN_REFRESH_S (the writer's throttle), so no threshold
+    is taken below that lag plus a margin: a device with a 1 s heartbeat would otherwise flap
+    offline between two refreshes while its data keeps arriving."""
     if not thresholds:
         return []
+    thresholds = {d: max(secs, SEEN_REFRESH_S + OFFLINE_MARGIN_S) for d, secs in thresholds.items()}
     ids = sorted(thresholds)
     with conn.transaction():
         rows = conn.execute(
