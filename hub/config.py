@@ -19,7 +19,7 @@ from hub.yamlfile import LocatedYaml, format_loc, load_yaml
 class IngestSettings(BaseModel):
     """Batching and validation limits of the ingest path."""
 
-    batch_rows: int = Field(5000, ge=1, description="flush a batch at this many readings")
+    batch_rows: int = Field(20_000, ge=1, description="flush a batch at this many readings")
     batch_ms: int = Field(200, ge=1, description="flush a batch at least this often")
     queue_messages: int = Field(50_000, ge=100, description="bound of the in-memory queue")
     max_payload_bytes: int = Field(256 * 1024, ge=1024)

@@ -124,6 +124,36 @@ def test_rollups_match_raw_data(setup):
     assert sum(s for _, s in hour) == 12
 
 
+def test_maintenance_rolls_up_only_minutes_that_are_over_and_keeps_the_open_one_dirty(setup, fresh_db_url):
+    from hub.ingest.pipeline import IngestPipeline
+    from hub.maintenance import roll_up_complete_minutes
+    from hub.store.migrate import timescale_enabled
+
+    conn, catalog, _ = setup
+    if timescale_enabled(conn):
+        pytest.skip("TimescaleDB refreshes its continuous aggregates itself")
+    lift = catalog.get("demo", "el-b1-1").id
+    now = datetime.now(UTC).replace(second=30, microsecond=0) - timedelta(hours=1)
+    open_minute = now.replace(second=0)
+    done_minute = open_minute - timedelta(minutes=2)
+    BatchWriter(conn).write(Batch(readings=[(done_minute + timedelta(seconds=5), lift, "speed", 1.0, None, 0),
+                                            (open_minute + timedelta(seconds=5), lift, "speed", 3.0, None, 0)]))
+    conn.commit()
+    pipeline = IngestPipeline(dsn=fresh_db_url, catalog=catalog)
+    pipeline.mark_dirty(done_minute + timedelta(seconds=5))
+
+    def buckets() -> list[datetime]:
+        return [r[0] for r in conn.execute("SELECT bucket FROM readings_1m WHERE device_id = %s ORDER BY bucket", (lift,))]
+
+    assert roll_up_complete_minutes(conn, pipeline, now=now) == (done_minute + timedelta(seconds=5), open_minute)
+    assert buckets() == [done_minute]                      # the open minute is not rolled up yet
+    assert pipeline.dirty_since == open_minute             # but stays dirty
+    assert roll_up_complete_minutes(conn, pipeline, now=now + timedelta(seconds=10)) is None
+    assert pipeline.dirty_since == open_minute             # still open: nothing done, nothing lost
+    assert roll_up_complete_minutes(conn, pipeline, now=now + timedelta(minutes=1)) is not None
+    assert buckets() == [done_minute, open_minute]         # once it is over, it is there
+
+
 def test_maintenance_sweep_does_not_hold_locks_that_block_ingest(setup, fresh_db_url):
     """Regression: the sweep once ran inside an implicit transaction and held its row locks."""
     from hub.ingest.pipeline import IngestPipeline
@@ -177,9 +207,16 @@ def test_oldest_waiting_covers_a_message_until_listeners_have_its_batch(setup, f
         assert received is not None and before <= received <= time.time()
         assert in_sink.wait(5), "the batch never reached the database"
         assert pipeline.oldest_waiting() == received          # being written
+        # The decoder goes on while the writer waits: a second message is taken off the queue
+        # and decoded into the next batch, and the older one still sets the clock.
+        later = time.time()
+        pipeline.put_mqtt("hub/demo/elevator/el-b1-1/telemetry", b'{"ts": %d, "speed": 2.0}' % int(later * 1000))
+        wait_for(lambda: pipeline.queue_depth == 0, timeout=5, message="the decoder to take the second message")
+        assert pipeline.oldest_waiting() == received
         release.set()
-        wait_for(lambda: handed, timeout=5, message="the listener")
-        assert handed == [received]                           # still covered while listeners run
+        wait_for(lambda: len(handed) == 2, timeout=5, message="the listener, twice")
+        assert handed[0] == received                          # still covered while listeners run
+        assert handed[1] is not None and later <= handed[1] <= time.time()  # then the second batch's
         assert pipeline.oldest_waiting() is None              # and released only after
     finally:
         release.set()

@@ -1,9 +1,13 @@
-"""Bounded queue → batch decoder/writer thread → acknowledgements after commit.
+"""Bounded queue → decoder thread → writer thread → acknowledgements after commit.
 
 Drivers put raw MQTT messages (or already-decoded Modbus batches) into a bounded queue. When
 the queue is full, `put_mqtt` blocks the MQTT network thread, which stops reading the socket:
 the broker then holds the messages (our broker config lets it), so nothing is dropped. A
 message is acknowledged to the broker only after the transaction holding its rows commits.
+
+Decoding and writing are two threads with one batch handed between them: while the writer
+waits for PostgreSQL (COPY, commit; the GIL is released), the decoder builds the next batch.
+Batches are written in the order they were decoded, so one device's rows stay in order.
 """
 
 from __future__ import annotations
@@ -61,6 +65,17 @@ class Committed:
 Listener = Callable[[Committed], None]
 
 
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    """A batch between the decoder and the writer; `since` is its oldest receive time."""
+
+    batch: Batch
+    tokens: list[Any]
+    callbacks: list[Callable[[], None]]
+    first_at: float
+    since: float
+
+
 @dataclass
 class IngestStats:
     messages: int = 0
@@ -87,7 +102,7 @@ class IngestPipeline:
         dsn: str,
         catalog: DeviceCatalog,
         limits: Limits | None = None,
-        batch_rows: int = 5000,
+        batch_rows: int = 20_000,
         batch_ms: int = 200,
         queue_size: int = 50_000,
         worker: str = "hub",
@@ -113,10 +128,20 @@ class IngestPipeline:
         self._wakeup = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._decoder: threading.Thread | None = None
         self._dirty_lock = threading.Lock()
-        # Receive time of the oldest message popped from the queue but not yet handed to the
-        # listeners (0: none). The rule engine's clock must not pass it (see oldest_waiting).
-        self._pending_since = 0.0
+        # Decoded batches waiting for the writer (at most one: a bound, not a buffer); None
+        # tells the writer the decoder has finished.
+        self._handoff: deque[_Decoded | None] = deque()
+        self._handoff_ready = threading.Event()
+        self._handoff_free = threading.Event()
+        self._writer_gone = threading.Event()
+        # Receive time of the oldest message taken off the queue but not yet handed to the
+        # listeners (0: none), one mark per stage; the rule engine's clock must not pass them
+        # (see oldest_waiting). A batch's mark is set in the next stage before it is cleared
+        # in the previous one, so a message is never invisible.
+        self._decoding_since = 0.0
+        self._writing_since = 0.0
 
     # -- producers -----------------------------------------------------------------------
     def put_mqtt(self, topic: str, payload: bytes, token: Any = None) -> bool:
@@ -157,18 +182,28 @@ class IngestPipeline:
             since, self.dirty_since = self.dirty_since, None
             return since
 
+    def mark_dirty(self, since: datetime) -> None:
+        """Readings from `since` on may not be rolled up yet."""
+        with self._dirty_lock:
+            if self.dirty_since is None or since < self.dirty_since:
+                self.dirty_since = since
+
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
+        self._decoder = threading.Thread(target=self._decode_loop, name=f"ingest-decoder-{self.worker}", daemon=True)
         self._thread = threading.Thread(target=self._run, name=f"ingest-writer-{self.worker}", daemon=True)
+        self._decoder.start()
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop taking messages, write what is queued, acknowledge it, then return."""
         self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.warning("ingest writer did not finish within %.0f s; unacknowledged messages will be redelivered", timeout)
+        deadline = time.monotonic() + timeout
+        for thread in (self._decoder, self._thread):
+            if thread is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread is not None and self._thread.is_alive():
+            log.warning("ingest writer did not finish within %.0f s; unacknowledged messages will be redelivered", timeout)
 
     def __enter__(self) -> IngestPipeline:
         self.start()
@@ -189,29 +224,75 @@ class IngestPipeline:
         """Receive time (epoch s) of the oldest message whose batch the listeners have not yet
         been given, None if idle. A listener that reads this before taking what it was given
         has seen everything received before the returned time."""
-        oldest = self._pending_since or None
+        marks = [self._writing_since]
+        marks.extend(d.since for d in list(self._handoff) if d is not None)
+        marks.append(self._decoding_since)
         try:
             head = self._queue[0]
         except IndexError:
-            return oldest
-        if type(head) is Incoming and (oldest is None or head.received < oldest):
-            return head.received
-        return oldest
+            head = None
+        if type(head) is Incoming:
+            marks.append(head.received)
+        marks = [m for m in marks if m]
+        return min(marks) if marks else None
+
+    # -- decoder thread ------------------------------------------------------------------
+    def _decode_loop(self) -> None:
+        try:
+            while True:
+                decoded = self._collect()
+                if decoded is None:
+                    break  # stopping and drained
+                while self._handoff:  # the writer still has one waiting
+                    if self._writer_gone.is_set():
+                        return  # the writer gave up (stopping with the database down)
+                    self._handoff_free.clear()
+                    if self._handoff:
+                        self._handoff_free.wait(0.1)
+                self._handoff.append(decoded)
+                self._decoding_since = 0.0  # only now: the handoff shows the batch
+                self._handoff_ready.set()
+        finally:
+            self._handoff.append(None)
+            self._handoff_ready.set()
 
     # -- writer thread -------------------------------------------------------------------
+    def _next_decoded(self) -> _Decoded | None:
+        """The decoder's next batch, marked as being written before the handoff lets it go."""
+        while True:
+            try:
+                decoded = self._handoff[0]
+            except IndexError:
+                self._handoff_ready.clear()
+                if not self._handoff:
+                    self._handoff_ready.wait(0.1)
+                continue
+            if decoded is not None:
+                self._writing_since = decoded.since
+            self._handoff.popleft()
+            self._handoff_free.set()
+            return decoded
+
     def _run(self) -> None:
+        try:
+            self._write_loop()
+        finally:
+            self._writer_gone.set()
+            self._handoff_free.set()
+
+    def _write_loop(self) -> None:
         writer: BatchWriter | None = None
-        pending: tuple[Batch, list[Any], list[Callable[[], None]], float] | None = None
+        pending: _Decoded | None = None
         backoff = 0.5
         while True:
             if pending is None:
-                pending = self._collect()
+                pending = self._next_decoded()
                 if pending is None:
-                    break  # stopping and drained
-            batch, tokens, callbacks, first_at = pending
+                    break  # the decoder stopped and everything it made is written
+            batch, tokens, callbacks, first_at = pending.batch, pending.tokens, pending.callbacks, pending.first_at
             if len(batch) == 0 and not batch.seen and not tokens:
                 pending = None
-                self._pending_since = 0.0
+                self._writing_since = 0.0
                 for cb in callbacks:
                     cb()
                 continue
@@ -237,11 +318,11 @@ class IngestPipeline:
             backoff = 0.5
             pending = None
             self._after_commit(batch, result, tokens, callbacks, started, first_at)
-            self._pending_since = 0.0  # only now: the listeners hold the batch
+            self._writing_since = 0.0  # only now: the listeners hold the batch
         if writer is not None:
             writer.conn.close()
 
-    def _collect(self) -> tuple[Batch, list[Any], list[Callable[[], None]], float] | None:
+    def _collect(self) -> _Decoded | None:
         """Gather items until the batch is full or `batch_ms` passed since the first one."""
         batch = Batch()
         tokens: list[Any] = []
@@ -270,7 +351,7 @@ class IngestPipeline:
             if not first_at:
                 first_at = time.time()
                 deadline = time.monotonic() + self.batch_s
-                self._pending_since = item.received if type(item) is Incoming else first_at
+                self._decoding_since = item.received if type(item) is Incoming else first_at
             q.popleft()
             if type(item) is Incoming:
                 received = datetime.fromtimestamp(item.received, UTC)
@@ -284,7 +365,7 @@ class IngestPipeline:
                     callbacks.append(item.done)
             if len(batch.readings) >= self.batch_rows or batch.messages >= self.batch_rows:
                 break
-        return batch, tokens, callbacks, first_at
+        return _Decoded(batch, tokens, callbacks, first_at, self._decoding_since)
 
     def _after_commit(self, batch: Batch, result: WriteResult, tokens: list[Any], callbacks: list[Callable[[], None]], started: float, first_at: float) -> None:
         now = time.time()
