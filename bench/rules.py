@@ -210,7 +210,7 @@ def latency_under_load(url: str, registry: Path, port: int, broker_url: str, *, 
             break
         time.sleep(0.5)
     with psycopg.connect(url) as conn:
-        other_alarms = dict(conn.execute("SELECT rule_id, count(*) FROM alarms WHERE rule_id <> 'bench-probe' GROUP BY 1").fetchall())
+        other_alarms: dict[str, int] = dict(conn.execute("SELECT rule_id, count(*) FROM alarms WHERE rule_id <> 'bench-probe' GROUP BY 1").fetchall())
     stop.set()
     hub.terminate()
     hub.wait(60)
