@@ -68,6 +68,34 @@ DEFAULT_FIGURES: dict[str, list[Figure]] = {
                raw_key="cpu_us_per_msg_100", raw_label="same at 100 devices", target="≤ 2× the 100-device cost",
                met=lambda r: r["cpu_us_per_msg_10k"] <= 2 * r["cpu_us_per_msg_100"]),
     ],
+    "modbus": [
+        Figure(key="flat_out_points_per_s", label="Modbus polling flat out", unit="points/s", raw_key="raw_points_per_s",
+               raw_label="bare pymodbus client loop", target="≥ 50% of raw pymodbus",
+               met=lambda r: r["flat_out_points_per_s"] >= 0.5 * r["raw_points_per_s"]),
+        Figure(key="start_lag_p99_ms", label="poll start lag p99, 1,000 devices at 1 s", unit="ms", target="< 250 ms",
+               met=lambda r: r["start_lag_p99_ms"] < 250),
+    ],
+    "rules": [
+        Figure(key="alarm_p99_ms", label="publish → alarm committed p99 at 20,000 msg/s", unit="ms", target="< 1,000 ms, no probe lost",
+               met=lambda r: r["alarm_p99_ms"] < 1000 and r["lost_probes"] == 0 and r["offered_msgs_per_s"] >= 19_600
+               and r["unstored_messages"] == 0),
+        Figure(key="engine_rows_per_s", label="rule engine, default rules", unit="rows/s", raw_key="numpy_threshold_per_s",
+               raw_label="bare numpy threshold (values/s)"),
+        Figure(key="backtest_day_2000_s", label="backtest, a day of 2,000 lifts", unit="s", target="< 60 s",
+               met=lambda r: r["backtest_day_2000_s"] < 60),
+    ],
+    "dispatch": [
+        Figure(key="notified_p99_ms", label="alarm → notification on MQTT p99", unit="ms", raw_key="raw_mqtt_p99_ms",
+               raw_label="bare MQTT publish → receive p99"),
+    ],
+    "api": [
+        Figure(key="worst_p99_ms", label="API reads, slowest endpoint p99", unit="ms", raw_key="worst_raw_p99_ms",
+               raw_label="same SQL through a pool, p99"),
+    ],
+    "dashboards": [
+        Figure(key="worst_rollup_p95_ms", label="slowest overview panel p95 (rollups)", unit="ms", raw_key="worst_raw_p95_ms",
+               raw_label="raw readings table p95", target="< 200 ms", met=lambda r: r["worst_rollup_p95_ms"] < 200),
+    ],
 }
 
 

@@ -163,7 +163,7 @@ async def run(url: str, port: int, plan: Plan, device: int) -> list[tuple[str, t
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="sparser data and 3 s per endpoint")
     args = parser.parse_args(argv)
@@ -219,8 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     body = "\n".join(lines)
     print(body)
     write_section("api", body)
-    return 0
+    return {"worst_p99_ms": max(api[2] for _, api, _ in results),
+            "worst_raw_p99_ms": max((raw[2] for _, _, raw in results if raw), default=0.0)}
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -191,7 +191,7 @@ def measure(url: str, *, end: datetime, days: int, repeat: int, raw_repeat: int)
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="100 devices x 1 day, few repeats")
     parser.add_argument("--devices", type=int, default=None)
@@ -259,8 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     body = "\n".join(lines)
     print(body)
     write_section("dashboards", body)
-    return 0
+    return {"worst_rollup_p95_ms": max((r.p95_ms for r in results if r.source != "raw readings"), default=0.0),
+            "worst_raw_p95_ms": max((r.p95_ms for r in results if r.source == "raw readings"), default=0.0),
+            "readings": float(readings)}
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()
