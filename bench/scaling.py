@@ -99,6 +99,9 @@ class InProcessHub:
         self.probe = LatencyProbe()
 
     def __enter__(self) -> InProcessHub:
+        from hub.runtime import tune_gc
+
+        tune_gc()  # as `hub run` configures its process
         self.thread.start()
         ctx = asyncio.run_coroutine_threadsafe(self.runtime.start(), self.loop).result(120)
         ctx.pipeline.add_listener(self.probe)
@@ -301,7 +304,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         finally:
             broker.stop()
     files = [] if args.no_plots else plot(points, devices, raw_drain, copy_rows / len(METRICS))
-    top = max(points, key=lambda p: p.hub_rate)
+    # The highest offered rate the hub kept up with (a saturated step's latency only measures
+    # its growing backlog); the highest committed rate if it kept up with none.
+    kept_up = [p for p in points if p.hub_rate >= 0.98 * p.offered]
+    top = max(kept_up or points, key=lambda p: p.hub_rate)
     result = {
         "sweep_max_msgs_per_s": top.hub_rate, "raw_paho_msgs_per_s": raw_drain,
         "sweep_p99_ms_at_top": top.hub["p99"], "raw_p99_ms_at_top": top.raw["p99"],
