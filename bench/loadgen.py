@@ -192,9 +192,7 @@ class _Session:
                         raise ConnectionError(f"unexpected packet from the broker: {pending[i:i + 4].hex()}")
                 self.acked += whole // 4
                 pending = pending[whole:]
-        except OSError as exc:
-            self.error = str(exc)
-        except ConnectionError as exc:
+        except OSError as exc:  # ConnectionError included
             self.error = str(exc)
 
     def frames(self, items: list[tuple[bytes, bytes]]) -> bytes:
