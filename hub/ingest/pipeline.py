@@ -377,10 +377,7 @@ class IngestPipeline:
         for cb in callbacks:
             cb()
         if batch.readings:
-            earliest = min(r[0] for r in batch.readings)
-            with self._dirty_lock:
-                if self.dirty_since is None or earliest < self.dirty_since:
-                    self.dirty_since = earliest
+            self.mark_dirty(min(r[0] for r in batch.readings))
         s = self.stats
         s.messages += batch.messages
         s.readings += result.readings
