@@ -12,7 +12,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -75,35 +75,56 @@ def write_registry(load: Load, path: Path) -> Path:
     return path
 
 
+# paho's message ids are 16-bit and it refuses a publish whose id is still unacknowledged
+# (MQTT_ERR_QUEUE_SIZE): a publisher must never run 65,535 messages ahead of the broker.
+MID_WINDOW = 30_000
+
+
+def publish_all(client: paho.Client, items: Iterable[tuple[str, bytes]], *, qos: int = 1, timeout: float = 120,
+                progress: Callable[[int], None] | None = None) -> int:
+    """Publish every item through a connected, looping client and wait for the broker's
+    acknowledgements; returns how many were published.
+
+    Keeps at most MID_WINDOW messages outstanding, and raises if paho refuses a publish or the
+    broker has not acknowledged them all `timeout` seconds after the last, so a load that did
+    not get through is an error, never a silently smaller load.
+    """
+    sent = 0
+    for topic, payload in items:
+        while len(client._out_messages) >= MID_WINDOW:
+            time.sleep(0.005)
+        info = client.publish(topic, payload, qos=qos)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise RuntimeError(f"paho refused publish {sent + 1} on {topic}: {paho.error_string(info.rc)}")
+        sent += 1
+        if progress is not None and sent % 1000 == 0:
+            progress(1000)
+    if progress is not None and sent % 1000:
+        progress(sent % 1000)
+    deadline = time.monotonic() + timeout
+    while client._out_messages:
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"{len(client._out_messages):,} of {sent:,} messages not acknowledged within {timeout:.0f} s")
+        time.sleep(0.01)
+    return sent
+
+
 def _publish_part(host: str, port: int, load: Load, part: int, parts: int, qos: int, inflight: int, counter: object) -> None:
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"loadgen-{part}-{time.time_ns()}", clean_session=True)
     client.max_inflight_messages_set(inflight)
     client.max_queued_messages_set(0)
     client.connect(host, port, keepalive=60)
     client.loop_start()
-    last = None
-    sent = 0
-    for topic, payload in load.items(part, parts):
-        # Message ids are 16-bit: never run more than ~half their range ahead of the broker's
-        # acknowledgements, or paho refuses a publish whose id is still outstanding.
-        while len(client._out_messages) >= 30_000:
-            time.sleep(0.005)
-        last = client.publish(topic, payload, qos=qos)
-        sent += 1
-        if counter is not None and sent % 1000 == 0:
-            with counter.get_lock():  # type: ignore[attr-defined]
-                counter.value += 1000  # type: ignore[attr-defined]
-    if last is not None:
-        last.wait_for_publish(120)
-    # wait until every QoS 1 message is acknowledged by the broker
-    deadline = time.monotonic() + 120
-    while client._out_messages and time.monotonic() < deadline:
-        time.sleep(0.01)
-    if counter is not None:
+
+    def progress(n: int) -> None:
         with counter.get_lock():  # type: ignore[attr-defined]
-            counter.value += sent % 1000  # type: ignore[attr-defined]
-    client.disconnect()
-    client.loop_stop()
+            counter.value += n  # type: ignore[attr-defined]
+
+    try:
+        publish_all(client, load.items(part, parts), qos=qos, progress=progress if counter is not None else None)
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 def publish(host: str, port: int, load: Load, *, processes: int = 2, qos: int = 1, inflight: int = 2000, counter: object = None) -> float:
