@@ -215,22 +215,40 @@ def adopt_symptoms(conn: psycopg.Connection, *, root_id: int, device_id: int, sc
 
 
 # -- operator side (the API calls these) ------------------------------------------------------------
+def _acknowledge_locked(conn: psycopg.Connection, a: dict[str, Any], actor: str, note: str | None, origin: str) -> str:
+    alarm_id, state = a["id"], a["state"]
+    if state == "active":
+        new = "acknowledged"
+        conn.execute("UPDATE alarms SET state = %s, acknowledged_at = now(), acknowledged_by = %s, updated_at = now()"
+                     " WHERE id = %s", (new, actor, alarm_id))
+    elif state == "cleared_unack":
+        new = "cleared"
+        conn.execute("UPDATE alarms SET state = %s, acknowledged_at = now(), acknowledged_by = %s, closed_at = now(),"
+                     " updated_at = now() WHERE id = %s", (new, actor, alarm_id))
+    else:
+        raise InvalidTransition(f"alarm {alarm_id} is {state}; only active or cleared_unack alarms can be acknowledged")
+    _history(conn, alarm_id, state, new, actor, "acknowledge", note)
+    _audit(conn, actor, "acknowledge", alarm_id, {"state": state}, {"state": new, "note": note}, origin)
+    return new
+
+
 def acknowledge(conn: psycopg.Connection, alarm_id: int, actor: str, note: str | None = None, *, origin: str = "api") -> str:
+    """Acknowledge an alarm and, when it is an incident's root, the symptoms grouped under it:
+    operators see incidents (OWN_INCIDENT), so an acknowledged incident must not leave its
+    children active and unacknowledged out of sight. A child that is an incident of its own
+    (still up after its root cleared) is not touched. Each child gets its own history and audit
+    row naming the root."""
     with conn.transaction():
         a = _locked(conn, alarm_id)
-        state = a["state"]
-        if state == "active":
-            new = "acknowledged"
-            conn.execute("UPDATE alarms SET state = %s, acknowledged_at = now(), acknowledged_by = %s, updated_at = now()"
-                         " WHERE id = %s", (new, actor, alarm_id))
-        elif state == "cleared_unack":
-            new = "cleared"
-            conn.execute("UPDATE alarms SET state = %s, acknowledged_at = now(), acknowledged_by = %s, closed_at = now(),"
-                         " updated_at = now() WHERE id = %s", (new, actor, alarm_id))
-        else:
-            raise InvalidTransition(f"alarm {alarm_id} is {state}; only active or cleared_unack alarms can be acknowledged")
-        _history(conn, alarm_id, state, new, actor, "acknowledge", note)
-        _audit(conn, actor, "acknowledge", alarm_id, {"state": state}, {"state": new, "note": note}, origin)
+        new = _acknowledge_locked(conn, a, actor, note, origin)
+        with conn.cursor(row_factory=dict_row) as cur:
+            children = cur.execute(
+                "SELECT id, state FROM alarms WHERE parent_id = %s AND state IN ('active', 'cleared_unack')"
+                " AND (%s::timestamptz IS NULL OR cleared_at IS NOT NULL) ORDER BY id FOR UPDATE",
+                (alarm_id, a["cleared_at"])).fetchall()
+        child_note = f"with incident {alarm_id}" + (f": {note}" if note else "")
+        for child in children:
+            _acknowledge_locked(conn, child, actor, child_note, origin)
         return new
 
 

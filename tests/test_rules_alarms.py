@@ -121,3 +121,44 @@ def test_two_evaluators_raising_at_once_make_one_row(db):
     rows = conn.execute("SELECT scope_key, count(*) FROM alarms WHERE rule_id = 'race' GROUP BY scope_key").fetchall()
     assert len(rows) == rounds and all(n == 1 for _, n in rows)
     assert sum(new for _, new in results) == rounds  # exactly one evaluator created each
+
+
+def _child(conn, root_id, rule, scope, device):
+    alarm_id, _ = alarms.raise_alarm(conn, rule_id=rule, scope_key=scope, site_id="demo", device_id=device, kind=rule,
+                                     severity="major", title=rule, raised_at=datetime.now(UTC), parent_id=root_id)
+    return alarm_id
+
+
+def test_acknowledging_an_incident_acknowledges_the_symptoms_grouped_under_it(db):
+    """Operators see incidents, not their children: acknowledging the root must not leave its
+    symptoms active and unacknowledged where nobody looks."""
+    _, conn, ids = db
+    dev = ids[("demo", "el-b1-1")]
+    root, _ = _raise(conn, device=dev)
+    fault = _child(conn, root, "elevator_fault", "demo/el-b1-1#02", dev)
+    button = _child(conn, root, "alarm_button", "demo/el-b1-1", dev)
+    shelved = _child(conn, root, "stopped_outside_door_zone", "demo/el-b1-1", dev)
+    alarms.condition_cleared(conn, rule_id="alarm_button", scope_key="demo/el-b1-1", at=datetime.now(UTC))
+    alarms.shelve(conn, shelved, "op-1", datetime.now(UTC) + timedelta(hours=1), "known")
+    other, _ = _raise(conn, scope="demo/el-b1-2", device=ids[("demo", "el-b1-2")])  # another incident
+
+    assert alarms.acknowledge(conn, root, "op-1", "crew on the way") == "acknowledged"
+
+    state = {a: alarms.get_alarm(conn, a)["state"] for a in (fault, button, shelved, other)}
+    assert state == {fault: "acknowledged", button: "cleared", shelved: "shelved", other: "active"}
+    assert alarms.get_alarm(conn, fault)["acknowledged_by"] == "op-1"
+    assert _history(conn, fault)[-1] == ("active", "acknowledged", "op-1", "acknowledge")
+    note = conn.execute("SELECT note FROM alarm_history WHERE alarm_id = %s ORDER BY id DESC LIMIT 1", (fault,)).fetchone()
+    assert note == (f"with incident {root}: crew on the way",)
+    audited = conn.execute("SELECT target FROM audit_log WHERE action = 'alarm.acknowledge' ORDER BY id").fetchall()
+    assert audited == [(f"alarm:{root}",), (f"alarm:{fault}",), (f"alarm:{button}",)]
+
+
+def test_a_child_still_up_after_its_root_cleared_is_its_own_incident_and_not_acknowledged_with_it(db):
+    _, conn, ids = db
+    dev = ids[("demo", "el-b1-1")]
+    root, _ = _raise(conn, device=dev)
+    fault = _child(conn, root, "elevator_fault", "demo/el-b1-1#02", dev)
+    alarms.condition_cleared(conn, rule_id="entrapment", scope_key="demo/el-b1-1", at=datetime.now(UTC))
+    assert alarms.acknowledge(conn, root, "op-1") == "cleared"
+    assert alarms.get_alarm(conn, fault)["state"] == "active"
