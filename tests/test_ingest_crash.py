@@ -84,3 +84,42 @@ def test_kill9_under_load_loses_and_duplicates_nothing(fresh_db_url, broker, tmp
     assert per_device == (load.readings // load.devices, load.readings // load.devices, load.devices)
     assert dead == 0
     print(f"\nkill -9 at {at_kill} rows ({published_at_kill} messages published); after restart {total} rows, 0 duplicates")
+
+
+def test_a_redelivered_malformed_message_is_dead_lettered_once(fresh_db_url, broker, demo_registry_path):
+    """The hub commits a dead letter and stops before acknowledging (as after a crash): the broker
+    redelivers with DUP set and the dead letter is not written again. The same bytes sent afresh
+    are a new message and are dead-lettered again."""
+    if broker.kind != "mosquitto":
+        pytest.skip("needs Mosquitto: the embedded amqtt broker does not redeliver a persistent session's "
+                    "unacknowledged QoS 1 messages")
+    from tests.hubproc import RunningHub
+    from tests.support import mqtt_client
+
+    bad = [b"{not json", b'{"ts": true, "floor": 1}', b'"just a string"']
+    topic = "facility/demo/el-b1-1/telemetry"
+    unknown = "facility/demo/no-such-lift/telemetry"
+
+    def dead_letters() -> list[tuple[str, bytes]]:
+        with psycopg.connect(fresh_db_url) as c:
+            return sorted((t, bytes(p)) for t, p in c.execute("SELECT topic, payload FROM dead_letters").fetchall())
+
+    client = mqtt_client(broker.host, broker.port)
+    try:
+        with RunningHub(fresh_db_url, broker.url, demo_registry_path, client_id="hub-dead-redelivery") as hub:
+            hub.pipeline.acker = lambda tokens: None  # commit, never acknowledge: the broker keeps them in flight
+            for payload in bad:
+                client.publish(topic, payload, qos=1).wait_for_publish(5)
+            client.publish(unknown, b'{"floor": 2}', qos=1).wait_for_publish(5)
+            wait_for(lambda: hub.pipeline.stats.dead_letters >= 4, 10, message="4 dead letters committed")
+        first = dead_letters()
+        assert len(first) == 4
+        with RunningHub(fresh_db_url, broker.url, demo_registry_path, client_id="hub-dead-redelivery") as hub:
+            wait_for(lambda: hub.pipeline.stats.messages >= 4, 10, message="the 4 messages redelivered")
+            assert hub.pipeline.stats.dead_letters == 0
+            client.publish(topic, bad[0], qos=1).wait_for_publish(5)  # the same bytes, a new message
+            wait_for(lambda: hub.pipeline.stats.messages >= 5, 10, message="the fresh copy")
+        assert dead_letters() == sorted([*first, (topic, bad[0])])
+    finally:
+        client.disconnect()
+        client.loop_stop()

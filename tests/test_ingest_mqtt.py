@@ -154,7 +154,7 @@ def test_buffered_client_delivers_every_message_in_order_and_keeps_per_topic_cal
     done = threading.Event()
     conn = MqttConnection(parse_mqtt_url(broker.url), MqttOptions(client_id="buffered-test", clean_session=True),
                           subscriptions=[("buffered/#", 1)],
-                          on_message=lambda topic, payload, token: got.append((topic, payload)))
+                          on_message=lambda topic, payload, token, redelivered: got.append((topic, payload)))
     with conn:
         conn.client.message_callback_add("buffered/special", lambda c, u, m: (special.append(m.payload), done.set()))
         pub = mqtt_client(broker.host, broker.port)

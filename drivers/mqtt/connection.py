@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 _PUBACK = struct.Struct("!BBH")  # fixed header (PUBACK, remaining length 2), message id
 
-MessageHandler = Callable[[str, bytes, tuple[int, int] | None], None]
+# (topic, payload, ack token, redelivered: the broker set DUP, so it may have been seen before)
+MessageHandler = Callable[[str, bytes, tuple[int, int] | None, bool], None]
 
 _READ_CHUNK = 1 << 16
 _PACKETS_PER_WAKEUP = 512  # then back to paho's loop for keepalive and outgoing PUBACKs
@@ -184,7 +185,7 @@ class MqttConnection:
         if handler is None:
             return
         token = (self.generation, msg.mid) if self.options.manual_ack and msg.qos > 0 else None
-        handler(msg.topic, bytes(msg.payload), token)
+        handler(msg.topic, bytes(msg.payload), token, msg.dup)
 
     # -- API -----------------------------------------------------------------------------
     def start(self, *, timeout: float = 10.0) -> None:

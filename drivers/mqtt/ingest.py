@@ -33,8 +33,8 @@ class MqttIngest:
         )
         pipeline.acker = self.connection.ack  # type: ignore[assignment]
 
-    def _on_message(self, topic: str, payload: bytes, token: tuple[int, int] | None) -> None:
-        self.pipeline.put_mqtt(topic, payload, token)
+    def _on_message(self, topic: str, payload: bytes, token: tuple[int, int] | None, redelivered: bool) -> None:
+        self.pipeline.put_mqtt(topic, payload, token, redelivered=redelivered)
 
     def start(self) -> None:
         self.connection.start()

@@ -52,13 +52,16 @@ class Batch:
     readings: list[Reading] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
+    # dead letters of messages the broker redelivered: written only if not stored already
+    dead_redelivered: list[DeadLetter] = field(default_factory=list)
     status: list[StatusChange] = field(default_factory=list)
     replies: list[CommandReply] = field(default_factory=list)
     seen: dict[int, datetime] = field(default_factory=dict)
     messages: int = 0
 
     def __len__(self) -> int:
-        return len(self.readings) + len(self.events) + len(self.dead) + len(self.status) + len(self.replies)
+        return (len(self.readings) + len(self.events) + len(self.dead) + len(self.dead_redelivered)
+                + len(self.status) + len(self.replies))
 
 
 class Rejected(Exception):

@@ -43,6 +43,7 @@ class Incoming:
     payload: bytes
     received: float
     token: Any = None
+    redelivered: bool = False  # MQTT DUP: the hub may have committed it before a crash
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +145,7 @@ class IngestPipeline:
         self._writing_since = 0.0
 
     # -- producers -----------------------------------------------------------------------
-    def put_mqtt(self, topic: str, payload: bytes, token: Any = None) -> bool:
+    def put_mqtt(self, topic: str, payload: bytes, token: Any = None, *, redelivered: bool = False) -> bool:
         """Queue one message, blocking while full; False if the pipeline is stopping."""
         q = self._queue
         while len(q) >= self._queue_size:  # backpressure: the MQTT thread stops reading
@@ -155,7 +156,7 @@ class IngestPipeline:
         if self._stopping.is_set():
             self.stats.refused += 1
             return False
-        q.append(Incoming(topic, payload, time.time(), token))
+        q.append(Incoming(topic, payload, time.time(), token, redelivered))
         if not self._wakeup.is_set():
             self._wakeup.set()
         return True
@@ -355,7 +356,13 @@ class IngestPipeline:
             q.popleft()
             if type(item) is Incoming:
                 received = datetime.fromtimestamp(item.received, UTC)
-                decode_message(item.topic, item.payload, received, catalog, limits, batch)
+                if item.redelivered:
+                    dead = len(batch.dead)
+                    decode_message(item.topic, item.payload, received, catalog, limits, batch)
+                    if len(batch.dead) > dead:
+                        batch.dead_redelivered.append(batch.dead.pop())
+                else:
+                    decode_message(item.topic, item.payload, received, catalog, limits, batch)
                 if item.token is not None:
                     tokens.append(item.token)
             else:
@@ -402,6 +409,7 @@ def _merge(into: Batch, other: Batch) -> None:
     into.readings.extend(other.readings)
     into.events.extend(other.events)
     into.dead.extend(other.dead)
+    into.dead_redelivered.extend(other.dead_redelivered)
     into.status.extend(other.status)
     into.replies.extend(other.replies)
     for device_id, at in other.seen.items():

@@ -80,6 +80,7 @@ class BatchWriter:
                         " VALUES (%s, %s, %s, %s, %s, %s)",
                         [(*d, self.worker) for d in batch.dead],
                     )
+                dead = len(batch.dead) + self._insert_redelivered_dead(cur, batch.dead_redelivered)
                 if batch.seen or batch.status:
                     transitions = self._update_status(cur, batch, written)
             for sink in self.sinks:
@@ -89,7 +90,22 @@ class BatchWriter:
                 self._written.pop(device_id, None)
             else:
                 self._written[device_id] = at
-        return WriteResult(len(batch.readings), len(batch.events), len(batch.dead), dedup, transitions)
+        return WriteResult(len(batch.readings), len(batch.events), dead, dedup, transitions)
+
+    def _insert_redelivered_dead(self, cur: psycopg.Cursor, dead: Sequence[tuple[Any, ...]]) -> int:
+        """Dead letters of redelivered messages, each only if the same topic and bytes are not
+        stored yet (the hub committed it, then died before acknowledging); returns how many."""
+        inserted = 0
+        for received, source, topic, payload, reason in dead:
+            cur.execute(
+                """INSERT INTO dead_letters (received_at, source, topic, payload, reason, worker)
+                   SELECT %(received)s, %(source)s, %(topic)s, %(payload)s, %(reason)s, %(worker)s
+                    WHERE NOT EXISTS (SELECT 1 FROM dead_letters
+                                       WHERE topic = %(topic)s AND md5(payload) = md5(%(payload)s) AND payload = %(payload)s)""",
+                {"received": received, "source": source, "topic": topic, "payload": payload, "reason": reason,
+                 "worker": self.worker})
+            inserted += cur.rowcount
+        return inserted
 
     def _copy(self, cur: psycopg.Cursor, table: str, columns: Sequence[str], types: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> bool:
         """COPY rows into `table`; returns True if the idempotent fallback was needed."""
