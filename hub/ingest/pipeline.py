@@ -356,13 +356,10 @@ class IngestPipeline:
             q.popleft()
             if type(item) is Incoming:
                 received = datetime.fromtimestamp(item.received, UTC)
-                if item.redelivered:
-                    dead = len(batch.dead)
-                    decode_message(item.topic, item.payload, received, catalog, limits, batch)
-                    if len(batch.dead) > dead:
-                        batch.dead_redelivered.append(batch.dead.pop())
-                else:
-                    decode_message(item.topic, item.payload, received, catalog, limits, batch)
+                dead = len(batch.dead)
+                decode_message(item.topic, item.payload, received, catalog, limits, batch)
+                if item.redelivered and len(batch.dead) > dead:
+                    batch.dead_redelivered.append(batch.dead.pop())
                 if item.token is not None:
                     tokens.append(item.token)
             else:
