@@ -131,24 +131,16 @@ def publish_items(host: str, port: int, items: Iterable[tuple[str, bytes]], *, i
 
     Raises if the broker does not acknowledge them all: a scenario's load is never silently smaller.
     """
-    acked = 0
-
-    def on_publish(client: paho.Client, userdata: object, mid: int, reason: object, props: object) -> None:
-        nonlocal acked
-        acked += 1
-
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"faults-{time.time_ns()}", clean_session=True)
     client.max_inflight_messages_set(inflight)
     client.max_queued_messages_set(0)
-    client.on_publish = on_publish
     client.connect(host, port, keepalive=60)
     client.loop_start()
     try:
-        publish_all(client, items, qos=qos)
+        return publish_all(client, items, qos=qos)
     finally:
         client.disconnect()
         client.loop_stop()
-    return acked
 
 
 # -- counting what landed ---------------------------------------------------------------------
